@@ -1,0 +1,5 @@
+"""``python -m edgevoice``."""
+
+from edgevoice.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The conversation: turns, their metrics, built-in intents and the turn manager."""

@@ -1,0 +1,320 @@
+"""The turn manager: the one owner of conversation state, on an asyncio loop.
+
+Engines run on their own single worker threads (ear = VAD + ASR, LLM, TTS) and talk to the loop
+through ``call_soon_threadsafe``; the loop never blocks on an engine. Flow of a turn:
+
+    utterance -> Brain.decide -> (intent text | LLM deltas on the LLM thread) -> ClauseSplitter
+    -> TTS thread, one clause at a time -> AudioOutput schedule -> turn event
+
+Barge-in (speech starting while thinking or speaking) cancels the LLM stream, the queued TTS and
+the output buffer; the history keeps only what had been played.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Optional, Protocol
+
+from edgevoice.agent.brain import Brain, Decision
+from edgevoice.agent.outputs import AudioOutput, Scheduled
+from edgevoice.agent.turn import Turn
+from edgevoice.audio.format import AudioChunk
+from edgevoice.config import AgentConfig
+from edgevoice.endpoint import SpeechStart
+from edgevoice.transcriber import Partial, StreamingTranscriber, Utterance
+from edgevoice.tts.clauses import ClauseSplitter
+from edgevoice.tts.protocol import Synthesizer
+
+log = logging.getLogger(__name__)
+
+
+class AudioSource(Protocol):
+    overflows: int
+
+    def read(self, timeout: float | None = None) -> AudioChunk | None: ...
+
+
+@dataclass
+class _Played:
+    text: str
+    slot: Scheduled
+
+
+@dataclass
+class _ActiveTurn:
+    turn: Turn
+    decision: Decision
+    task: Optional[asyncio.Task] = None
+    played: list[_Played] = field(default_factory=list)
+
+
+class _InputEnded:
+    pass
+
+
+def spoken_text(played: list[_Played], at: float) -> str:
+    """The words heard by ``at``: whole clauses that finished, and the played share of the one
+    that was playing (cut at a word, proportionally to its duration)."""
+    words: list[str] = []
+    for item in played:
+        clause_words = item.text.split()
+        if at >= item.slot.end:
+            words += clause_words
+        elif at > item.slot.start:
+            share = (at - item.slot.start) / max(item.slot.end - item.slot.start, 1e-6)
+            words += clause_words[: int(len(clause_words) * share)]
+            break
+        else:
+            break
+    return " ".join(words)
+
+
+class TurnManager:
+    def __init__(
+        self,
+        *,
+        source: AudioSource,
+        transcriber: StreamingTranscriber,
+        brain: Brain,
+        synthesizer: Synthesizer,
+        output: AudioOutput,
+        agent: AgentConfig,
+        emit: Callable[[dict], None],
+        stop_at_input_end: bool = False,
+    ) -> None:
+        self.source = source
+        self.transcriber = transcriber
+        self.brain = brain
+        self.synth = synthesizer
+        self.output = output
+        self.cfg = agent
+        self.emit = emit
+        self.stop_at_input_end = stop_at_input_end
+        self.origin: Optional[float] = None  # monotonic time of input sample 0
+        self.state = ""
+        self.turns: list[Turn] = []
+        self._active: Optional[_ActiveTurn] = None
+        self._llm = ThreadPoolExecutor(1, thread_name_prefix="edgevoice-llm")
+        self._tts = ThreadPoolExecutor(1, thread_name_prefix="edgevoice-tts")
+        self._stop = asyncio.Event()
+        self._ear_stop = threading.Event()
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._input_ended = False
+        self._deaf = False  # the current utterance began while we were talking (barge_in off)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        ear = threading.Thread(target=self._ear, name="edgevoice-ear", daemon=True)
+        ear.start()
+        self._set_state("listening")
+        try:
+            await self._stop.wait()
+        finally:
+            self._ear_stop.set()
+            if self._active is not None:
+                self._interrupt("shutdown")
+            await asyncio.get_running_loop().run_in_executor(None, ear.join, 2.0)
+            self._llm.shutdown(wait=True, cancel_futures=True)
+            self._tts.shutdown(wait=True, cancel_futures=True)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    # -- the ear thread: VAD + ASR, nothing else -------------------------------------------
+
+    def _ear(self) -> None:
+        post = self._loop.call_soon_threadsafe
+        try:
+            while not self._ear_stop.is_set():
+                chunk = self.source.read(timeout=0.2)
+                if chunk is None:
+                    if getattr(self.source, "finished", False):
+                        for event in self.transcriber.flush():
+                            post(self._on_ear_event, event)
+                        post(self._on_ear_event, _InputEnded())
+                        return
+                    continue
+                if self.origin is None:
+                    # The block was just captured: its last sample is "now".
+                    self.origin = time.monotonic() - chunk.end_ms / 1000
+                    post(self._on_origin, self.origin)
+                for event in self.transcriber.feed(chunk):
+                    post(self._on_ear_event, event)
+        except Exception as exc:  # a dead ear must not leave a silent, hung daemon
+            log.exception("audio input failed")
+            post(self._fail, exc)
+
+    def _fail(self, exc: Exception) -> None:
+        self.emit({"event": "error", "message": f"audio input failed: {exc}"})
+        self.stop()
+
+    def _on_origin(self, origin: float) -> None:
+        if hasattr(self.output, "origin"):
+            self.output.origin = origin
+
+    # -- events on the loop ------------------------------------------------------------------
+
+    def _set_state(self, state: str) -> None:
+        if state != self.state:
+            self.state = state
+            self.emit({"event": "state", "state": state})
+
+    def _on_ear_event(self, event) -> None:
+        if isinstance(event, SpeechStart):
+            self._on_speech_start()
+        elif isinstance(event, Partial):
+            self.emit({"event": "partial", "text": event.text})
+        elif isinstance(event, Utterance):
+            self._on_utterance(event)
+        elif isinstance(event, _InputEnded):
+            self._input_ended = True
+            self._maybe_finish_input()
+
+    def _on_speech_start(self) -> None:
+        talking = self._active is not None or self.output.idle_at() > time.monotonic()
+        if not talking:
+            return
+        if self.cfg.barge_in:
+            if self._active is not None:
+                log.info("barge-in: the user spoke over turn %d", self._active.turn.id)
+                self._interrupt("barge-in")
+            else:
+                self.output.clear()
+        else:
+            # Half duplex: speech that starts while we talk is likely our own echo.
+            self._deaf = True
+
+    def _on_utterance(self, utt: Utterance) -> None:
+        now = time.monotonic()
+        speech_end = (self.origin or now) + utt.end_ms / 1000
+        if self._deaf:
+            self._deaf = False
+            log.info("ignored, began while speaking (barge_in off): %r", utt.text)
+            return
+        if self._active is not None:
+            self._interrupt("new utterance")
+        turn = Turn(utt.text)
+        turn.metrics.speech_end = speech_end
+        turn.metrics.mark("asr_final", now)
+        decision = self.brain.decide(utt.text)
+        turn.metrics.target, turn.metrics.route_reason = decision.target, decision.reason
+        self.emit({"event": "transcript", "id": turn.id, "text": utt.text,
+                   "start": round(utt.start_ms / 1000, 3), "end": round(utt.end_ms / 1000, 3)})
+        if decision.kind == "ignore":
+            self.emit({"event": "ignored", "id": turn.id, "reason": decision.reason})
+            return
+        active = _ActiveTurn(turn, decision)
+        self._active = active
+        self.turns.append(turn)
+        active.task = asyncio.get_running_loop().create_task(self._run_turn(active))
+
+    # -- one turn ---------------------------------------------------------------------------
+
+    async def _run_turn(self, active: _ActiveTurn) -> None:
+        turn, decision = active.turn, active.decision
+        loop = asyncio.get_running_loop()
+        clauses: asyncio.Queue[Optional[str]] = asyncio.Queue()
+        self._set_state("thinking")
+        speaker = loop.create_task(self._speak(active, clauses))
+        try:
+            await self._produce_clauses(turn, decision, clauses)
+        except asyncio.CancelledError:
+            speaker.cancel()
+            raise
+        await speaker
+        wait = self.output.idle_at() - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        turn.spoken = spoken_text(active.played, time.monotonic())
+        self._finish(active)
+
+    async def _produce_clauses(self, turn: Turn, decision: Decision,
+                               clauses: asyncio.Queue) -> None:
+        try:
+            splitter = ClauseSplitter()
+            async for delta in self._reply_deltas(turn, decision):
+                turn.reply += delta
+                for clause in splitter.push(delta):
+                    turn.metrics.mark("first_clause")
+                    clauses.put_nowait(clause)
+            for clause in splitter.flush():
+                turn.metrics.mark("first_clause")
+                clauses.put_nowait(clause)
+        finally:
+            clauses.put_nowait(None)
+
+    async def _reply_deltas(self, turn: Turn, decision: Decision):
+        if decision.reply is not None:
+            if decision.reply:
+                yield decision.reply
+            return
+        loop = asyncio.get_running_loop()
+        deltas: asyncio.Queue = asyncio.Queue()
+        done = object()
+
+        def produce() -> None:
+            try:
+                for delta in self.brain.llm_stream(turn):
+                    loop.call_soon_threadsafe(deltas.put_nowait, delta)
+            except Exception as exc:  # reported on the loop, turn ends gracefully
+                loop.call_soon_threadsafe(deltas.put_nowait, exc)
+            finally:
+                loop.call_soon_threadsafe(deltas.put_nowait, done)
+
+        self._llm.submit(produce)
+        while True:
+            item = await deltas.get()
+            if item is done:
+                return
+            if isinstance(item, Exception):
+                log.error("language model failed: %s", item)
+                self.emit({"event": "error", "message": f"language model failed: {item}"})
+                return
+            yield item
+
+    async def _speak(self, active: _ActiveTurn, clauses: asyncio.Queue) -> None:
+        loop = asyncio.get_running_loop()
+        turn = active.turn
+        while (clause := await clauses.get()) is not None:
+            audio = await loop.run_in_executor(self._tts, self.synth.synthesize, clause)
+            if turn.cancel.is_set():
+                return
+            turn.metrics.mark("tts_first_audio")
+            slot = self.output.play(audio)
+            turn.metrics.mark("playback_start", slot.start)
+            active.played.append(_Played(clause, slot))
+            self._set_state("speaking")
+
+    def _interrupt(self, why: str) -> None:
+        active = self._active
+        if active is None:
+            return
+        active.turn.cancel.set()
+        stopped = self.output.clear()
+        if active.task is not None:
+            active.task.cancel()
+        active.turn.interrupted = True
+        active.turn.spoken = spoken_text(active.played, stopped)
+        log.info("turn %d interrupted (%s); spoken: %r", active.turn.id, why, active.turn.spoken)
+        self._finish(active)
+
+    def _finish(self, active: _ActiveTurn) -> None:
+        if self._active is not active:
+            return
+        self._active = None
+        self.brain.finish(active.turn, active.decision)
+        self.emit(active.turn.to_event())
+        self._set_state("muted" if self.brain.muted else "listening")
+        self._maybe_finish_input()
+
+    def _maybe_finish_input(self) -> None:
+        if self._input_ended and self._active is None and self.stop_at_input_end:
+            self.stop()

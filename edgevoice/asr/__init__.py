@@ -1,0 +1,1 @@
+"""Streaming speech recognition behind the ``Recognizer`` protocol; one module per backend."""

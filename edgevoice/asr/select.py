@@ -1,0 +1,52 @@
+"""Choose and build the recognizer from config: vosk when a model is there, else pocketsphinx."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from edgevoice.asr.protocol import Recognizer
+from edgevoice.asr.vosk_backend import DEFAULT_VOSK_MODEL, missing_model_error
+from edgevoice.config import AsrConfig, Paths
+from edgevoice.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+def _vosk_folder(cfg: AsrConfig, paths: Paths) -> tuple[Path, bool]:
+    """The vosk model folder to use and whether the user named it explicitly."""
+    if cfg.vosk_model:
+        folder = Path(cfg.vosk_model).expanduser()
+        if not folder.is_absolute() and not folder.exists():
+            folder = paths.models / folder  # a bare name means "in the models dir"
+        return folder, True
+    return paths.models / DEFAULT_VOSK_MODEL, False
+
+
+def make_recognizer(cfg: AsrConfig, paths: Paths, sample_rate: int = 16000) -> Recognizer:
+    """Build the configured backend; log which one and how to get the better one."""
+    folder, explicit = _vosk_folder(cfg, paths)
+    backend = cfg.backend
+    if backend == "auto":
+        if folder.is_dir() or explicit:
+            backend = "vosk"
+        else:
+            backend = "pocketsphinx"
+            log.info(
+                "speech recognition: pocketsphinx (bundled model); for better accuracy run "
+                "`edgevoice models pull %s`", DEFAULT_VOSK_MODEL)
+    if backend == "vosk":
+        if not folder.is_dir():
+            raise missing_model_error(folder, "does not exist")
+        try:
+            from edgevoice.asr.vosk_backend import VoskRecognizer
+        except ImportError:  # pragma: no cover - vosk is a core dependency
+            raise UserError("the vosk package is not installed: `pip install vosk`") from None
+        rec = VoskRecognizer(folder, sample_rate)
+        log.info("speech recognition: vosk, model %s", folder)
+        return rec
+    from edgevoice.asr.pocketsphinx_backend import PocketsphinxRecognizer
+
+    if cfg.backend == "pocketsphinx":
+        log.info("speech recognition: pocketsphinx (bundled model)")
+    return PocketsphinxRecognizer(sample_rate)

@@ -1,0 +1,624 @@
+"""Audio devices: listing, resolving, a microphone and a speaker over PortAudio.
+
+This is the only module that imports ``sounddevice``, and only lazily, so that the rest of the
+project (and ``import edgevoice.audio.devices``) works on machines without PortAudio.
+
+PortAudio callbacks here only copy: the input callback hands each block to a queue and the
+consumer (``Microphone.read``) down-mixes and resamples; the output callback copies from a bounded
+ring buffer filled by ``Speaker.write`` and plays silence on underrun. Note that PortAudio
+enumerates devices once per process: devices plugged in later are not seen until restart.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import ModuleType, TracebackType
+from typing import Any, Literal
+
+import numpy as np
+
+from edgevoice.audio.format import AudioChunk
+from edgevoice.audio.resample import StreamResampler, to_mono
+from edgevoice.errors import AudioDeviceError
+
+Kind = Literal["input", "output"]
+
+_LIST_HINT = "list them with `edgevoice devices`"
+_sd_module: ModuleType | None = None
+
+
+def _sd() -> ModuleType:
+    """Import sounddevice on first use, turning a missing library into a fixable error."""
+    global _sd_module
+    if _sd_module is None:
+        try:
+            import sounddevice
+        except OSError as exc:  # sounddevice raises OSError when libportaudio is absent
+            raise AudioDeviceError(
+                "PortAudio library not found: install it with `sudo apt-get install libportaudio2`"
+                " (or your system's PortAudio package)."
+            ) from exc
+        except ImportError as exc:
+            raise AudioDeviceError(
+                "The Python package sounddevice is missing: install it with "
+                "`pip install sounddevice`."
+            ) from exc
+        _sd_module = sounddevice
+    return _sd_module
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """One PortAudio device, as ``edgevoice devices`` shows it."""
+
+    index: int
+    name: str
+    hostapi: str
+    max_input_channels: int
+    max_output_channels: int
+    default_samplerate: float
+    is_default_input: bool
+    is_default_output: bool
+
+
+def _default_indices(sd: ModuleType) -> tuple[int, int]:
+    """PortAudio's default (input, output) indices; -1 where there is none."""
+    try:
+        pair = sd.default.device
+        return int(pair[0]), int(pair[1])
+    except (sd.PortAudioError, TypeError, ValueError):
+        return -1, -1
+
+
+def list_devices() -> list[DeviceInfo]:
+    """All devices PortAudio found (at process start), with the defaults marked."""
+    sd = _sd()
+    hostapis = [h["name"] for h in sd.query_hostapis()]
+    din, dout = _default_indices(sd)
+    return [
+        DeviceInfo(
+            index=int(d["index"]),
+            name=str(d["name"]),
+            hostapi=hostapis[d["hostapi"]] if 0 <= d["hostapi"] < len(hostapis) else "?",
+            max_input_channels=int(d["max_input_channels"]),
+            max_output_channels=int(d["max_output_channels"]),
+            default_samplerate=float(d["default_samplerate"]),
+            is_default_input=int(d["index"]) == din,
+            is_default_output=int(d["index"]) == dout,
+        )
+        for d in sd.query_devices()
+    ]
+
+
+def _channels(d: DeviceInfo, kind: Kind) -> int:
+    return d.max_input_channels if kind == "input" else d.max_output_channels
+
+
+def _describe(devices: list[DeviceInfo]) -> str:
+    return ", ".join(f"#{d.index} {d.name!r}" for d in devices) or "none"
+
+
+def resolve_device(spec: int | str | None, kind: Kind) -> int:
+    """Turn a device index, exact name or name substring into a PortAudio index.
+
+    ``None`` means the system default. Errors name the candidates so the user can pick one.
+    """
+    devices = list_devices()
+    usable = [d for d in devices if _channels(d, kind) > 0]
+    if spec is None:
+        default = next((d for d in usable if getattr(d, f"is_default_{kind}")), None)
+        if default is None:
+            raise AudioDeviceError(
+                f"No audio {kind} device found: check that PulseAudio or PipeWire is running "
+                "(`pactl info`) or that ALSA sees a sound card (`aplay -l`, `arecord -l`), "
+                f"then {_LIST_HINT}."
+            )
+        return default.index
+    if isinstance(spec, str) and spec.strip().isdigit():
+        spec = int(spec.strip())
+    if isinstance(spec, int):
+        if any(d.index == spec for d in usable):
+            return spec
+        raise AudioDeviceError(
+            f"Audio device #{spec} is not an available {kind} device: choose one of "
+            f"{_describe(usable)} ({_LIST_HINT})."
+        )
+    matches = [d for d in usable if d.name == spec]
+    if not matches:
+        matches = [d for d in usable if spec.lower() in d.name.lower()]
+    if len(matches) > 1:  # the same device often appears once per host API: prefer the default's
+        default_api = next((d.hostapi for d in usable if getattr(d, f"is_default_{kind}")), None)
+        preferred = [d for d in matches if d.hostapi == default_api]
+        if len(preferred) == 1:
+            matches = preferred
+    if len(matches) == 1:
+        return matches[0].index
+    if matches:
+        raise AudioDeviceError(
+            f"Audio {kind} device name {spec!r} is ambiguous: it matches {_describe(matches)}; "
+            f"use the index or a longer name ({_LIST_HINT})."
+        )
+    raise AudioDeviceError(
+        f"No audio {kind} device matches {spec!r}: choose one of {_describe(usable)} "
+        f"({_LIST_HINT})."
+    )
+
+
+def _open_error(kind: Kind, index: int, name: str, exc: Exception) -> AudioDeviceError:
+    return AudioDeviceError(
+        f"Cannot open audio {kind} device #{index} {name!r} ({exc}): close other programs that "
+        f"use it or choose another device ({_LIST_HINT})."
+    )
+
+
+def _pick_settings(sd: ModuleType, kind: Kind, index: int, rate: int) -> tuple[int, int, str]:
+    """Find (device rate, channels) the device accepts, preferring ``rate`` and mono."""
+    info = sd.query_devices(index)
+    native = int(info["default_samplerate"])
+    maxch = int(info[f"max_{kind}_channels"])
+    check = sd.check_input_settings if kind == "input" else sd.check_output_settings
+    last: Exception | None = None
+    for channels in dict.fromkeys((1, min(2, maxch))):
+        for dev_rate in dict.fromkeys((rate, native)):
+            try:
+                check(device=index, channels=channels, dtype="int16", samplerate=dev_rate)
+            except (sd.PortAudioError, ValueError) as exc:
+                last = exc
+                continue
+            return dev_rate, channels, str(info["name"])
+    raise _open_error(kind, index, str(info["name"]), last or ValueError("no usable settings"))
+
+
+def _mono_time(time_info: Any, attr: str, now: float) -> float:
+    """Map a PortAudio stream timestamp onto ``time.monotonic()``; ``now`` if it is missing."""
+    stamp = getattr(time_info, attr, 0.0)
+    current = getattr(time_info, "currentTime", 0.0)
+    return now + (stamp - current) if stamp and current else now
+
+
+class Microphone:
+    """Mono 16-bit capture at ``rate`` in ``block_ms`` chunks, whatever the device's own rate.
+
+    ``start_ms`` of each chunk counts delivered samples, so the timeline has no gaps;
+    ``start_time`` is the ``time.monotonic()`` at which sample 0 was captured, to relate the two.
+    """
+
+    def __init__(
+        self,
+        device: int | str | None = None,
+        rate: int = 16000,
+        block_ms: int = 30,
+        max_queue_ms: int = 2000,
+        latency: float | str = "low",
+    ) -> None:
+        self.spec = device
+        self.rate = rate
+        self.block_ms = block_ms
+        self.latency = latency
+        self.block_frames = rate * block_ms // 1000
+        self._max_blocks = max(2, max_queue_ms // block_ms)
+        self._queue: queue.SimpleQueue[np.ndarray | None] = queue.SimpleQueue()
+        self._stream: Any = None
+        self._closed = False
+        self._overflows = 0
+        self._pending = np.zeros(0, dtype=np.int16)
+        self._emitted = 0
+        self.device: int | None = None
+        self.device_name = ""
+        self.device_rate = rate
+        self.channels = 1
+        self.start_time: float | None = None
+        self._resampler = StreamResampler(rate, rate)
+
+    def open(self) -> Microphone:
+        """Open and start the input stream; errors say which device failed and what to do."""
+        if self._stream is not None:
+            return self
+        sd = _sd()
+        index = resolve_device(self.spec, "input")
+        self.device_rate, self.channels, self.device_name = _pick_settings(
+            sd, "input", index, self.rate
+        )
+        self.device = index
+        self._resampler = StreamResampler(self.device_rate, self.rate)
+        try:
+            stream = sd.InputStream(
+                device=index,
+                samplerate=self.device_rate,
+                channels=self.channels,
+                dtype="int16",
+                blocksize=self.device_rate * self.block_ms // 1000,
+                latency=self.latency,
+                callback=self._callback,
+            )
+            stream.start()
+        except (sd.PortAudioError, ValueError) as exc:
+            raise _open_error("input", index, self.device_name, exc) from exc
+        self._stream = stream
+        return self
+
+    def _callback(self, indata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
+        # Runs on PortAudio's thread: copy and count, nothing else.
+        if self.start_time is None:
+            adc = _mono_time(time_info, "inputBufferAdcTime", time.monotonic())
+            self.start_time = adc
+        if status.input_overflow:
+            self._overflows += 1
+        if self._queue.qsize() >= self._max_blocks:
+            self._overflows += 1  # the reader is too slow: drop rather than grow without bound
+            return
+        self._queue.put_nowait(indata.copy())
+
+    @property
+    def overflows(self) -> int:
+        """Blocks lost or damaged: PortAudio input overflows plus blocks dropped (slow reader)."""
+        return self._overflows
+
+    @property
+    def active(self) -> bool:
+        """False once closed or when the device stopped delivering (e.g. it vanished)."""
+        return self._stream is not None and bool(self._stream.active)
+
+    def read(self, timeout: float | None = None) -> AudioChunk | None:
+        """The next ``block_ms`` chunk, or None on timeout or after ``close()``."""
+        if self._stream is None and not self._closed:
+            raise RuntimeError("Microphone.read() before open()")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while len(self._pending) < self.block_frames:
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                block = self._queue.get(timeout=wait)
+            except queue.Empty:
+                return None
+            if block is None:
+                self._queue.put(None)  # keep later reads returning at once
+                return None
+            mono = to_mono(block) if block.shape[1] > 1 else block[:, 0]
+            self._pending = np.concatenate((self._pending, self._resampler.process(mono)))
+        out = self._pending[: self.block_frames]
+        self._pending = self._pending[self.block_frames :]
+        start_ms = 1000.0 * self._emitted / self.rate
+        self._emitted += self.block_frames
+        return AudioChunk.from_samples(out, self.rate, start_ms)
+
+    def close(self) -> None:
+        """Stop the stream; safe to call twice. Blocked readers get None."""
+        if self._closed:
+            return
+        self._closed = True
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            try:
+                stream.abort()
+            finally:
+                stream.close()
+        self._queue.put(None)
+
+    def __enter__(self) -> Microphone:
+        return self.open()
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+@dataclass(frozen=True)
+class PlayedBlock:
+    """Audio the speaker sent out (silence included): the far-end reference for echo cancelling.
+
+    ``time`` is the ``time.monotonic()`` estimate of when its first sample reached the DAC.
+    """
+
+    time: float
+    samples: np.ndarray
+    rate: int
+
+
+class Speaker:
+    """Plays ``AudioChunk``s through a bounded buffer; ``clear()`` silences it at once.
+
+    One thread writes (``write``/``drain``); any thread may ``clear()``. Incoming chunks are
+    down-mixed and resampled to the device rate in ``write``, never in the callback. The last
+    ``history_s`` seconds of what was played are kept with timestamps (see ``played``).
+    ``on_play_start(t)`` runs on the audio thread (keep it trivial) each time real audio starts
+    after the buffer ran dry; ``t`` is the estimated ``time.monotonic()`` at the DAC.
+
+    ``latency`` defaults to 100 ms because ALSA's pulse plugin (how PortAudio reaches PulseAudio
+    and PipeWire) underruns continuously at PortAudio's "low" (~40 ms) on a busy 2-core machine;
+    ``clear()`` flushes the device buffer, so barge-in does not pay for it.
+    """
+
+    def __init__(
+        self,
+        device: int | str | None = None,
+        rate: int = 22050,
+        buffer_ms: int = 2000,
+        block_ms: int = 20,
+        history_s: float = 10.0,
+        on_play_start: Callable[[float], None] | None = None,
+        latency: float | str = 0.1,
+    ) -> None:
+        self.spec = device
+        self.rate = rate
+        self.buffer_ms = buffer_ms
+        self.block_ms = block_ms
+        self.history_s = history_s
+        self.on_play_start = on_play_start
+        self.latency = latency
+        self.device: int | None = None
+        self.device_name = ""
+        self.device_rate = rate
+        self.channels = 1
+        self.last_play_start: float | None = None
+        self._stream: Any = None
+        self._closed = False
+        self._cond = threading.Condition(threading.Lock())  # guards ring + history; short holds
+        self._stream_lock = threading.Lock()  # start/abort/close, never taken by the callback
+        self._error: AudioDeviceError | None = None
+        self._ring = np.zeros(0, dtype=np.int16)
+        self._rpos = 0
+        self._avail = 0
+        self._gen = 0
+        self._idle = True
+        self._audio_end = 0.0  # monotonic time the last real sample handed out leaves the DAC
+        self._underflows = 0
+        self._resampler: tuple[int, int, StreamResampler] | None = None  # (gen, from_rate, rs)
+        self._hist = np.zeros(0, dtype=np.int16)
+        self._hist_total = 0
+        self._meta = np.zeros((0, 3), dtype=np.float64)  # per block: time, first sample, frames
+        self._meta_total = 0
+
+    def open(self) -> Speaker:
+        """Open and start the output stream (it plays silence until something is written)."""
+        if self._stream is not None:
+            return self
+        sd = _sd()
+        index = resolve_device(self.spec, "output")
+        self.device_rate, self.channels, self.device_name = _pick_settings(
+            sd, "output", index, self.rate
+        )
+        self.device = index
+        block = max(1, self.device_rate * self.block_ms // 1000)
+        self._ring = np.zeros(max(block, self.device_rate * self.buffer_ms // 1000), np.int16)
+        self._hist = np.zeros(max(block, int(self.device_rate * self.history_s)), np.int16)
+        self._meta = np.zeros((len(self._hist) // block + 1, 3), dtype=np.float64)
+        try:
+            stream = sd.OutputStream(
+                device=index,
+                samplerate=self.device_rate,
+                channels=self.channels,
+                dtype="int16",
+                blocksize=block,
+                latency=self.latency,
+                callback=self._callback,
+            )
+            stream.start()
+        except (sd.PortAudioError, ValueError) as exc:
+            raise _open_error("output", index, self.device_name, exc) from exc
+        self._stream = stream
+        return self
+
+    # -- audio thread -------------------------------------------------------------------------
+
+    def _callback(self, outdata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
+        dac = _mono_time(time_info, "outputBufferDacTime", time.monotonic())
+        out = outdata[:, 0]
+        with self._cond:
+            n = min(frames, self._avail)
+            if n:
+                first = min(n, len(self._ring) - self._rpos)
+                out[:first] = self._ring[self._rpos : self._rpos + first]
+                out[first:n] = self._ring[: n - first]
+                self._rpos = (self._rpos + n) % len(self._ring)
+                self._avail -= n
+                self._cond.notify_all()
+            out[n:] = 0
+            self._keep(out, dac)
+        if status.output_underflow:
+            self._underflows += 1
+        if self.channels > 1:
+            outdata[:, 1:] = outdata[:, :1]
+        if n:
+            self._audio_end = dac + n / self.device_rate
+            if self._idle:
+                self._idle = False
+                self.last_play_start = dac
+                if self.on_play_start is not None:
+                    self.on_play_start(dac)
+        if n < frames:
+            self._idle = True
+
+    def _keep(self, out: np.ndarray, dac: float) -> None:
+        """Append a played block to the history rings (called with the lock held)."""
+        size, frames = len(self._hist), len(out)
+        pos = self._hist_total % size
+        first = min(frames, size - pos)
+        self._hist[pos : pos + first] = out[:first]
+        self._hist[: frames - first] = out[first:]
+        self._meta[self._meta_total % len(self._meta)] = (dac, self._hist_total, frames)
+        self._hist_total += frames
+        self._meta_total += 1
+
+    # -- writer side ----------------------------------------------------------------------------
+
+    def _convert(self, chunk: AudioChunk, gen: int, last: bool = False) -> np.ndarray:
+        """Down-mix and resample to the device rate; a new generation starts a fresh filter."""
+        samples = to_mono(chunk.samples())
+        rate = chunk.format.rate
+        if rate == self.device_rate:
+            return samples
+        rs = self._resampler
+        if rs is None or rs[0] != gen or rs[1] != rate:
+            rs = (gen, rate, StreamResampler(rate, self.device_rate))
+            self._resampler = rs
+        return rs[2].process(samples, last=last)
+
+    def write(self, chunk: AudioChunk, timeout: float | None = None) -> bool:
+        """Queue a chunk, blocking while the buffer is full.
+
+        Returns False when ``clear()`` or ``close()`` dropped it; raises TimeoutError when no space
+        freed up within ``timeout`` (the device stopped pulling audio).
+        """
+        if self._error is not None:
+            raise self._error
+        if self._stream is None:
+            raise RuntimeError("Speaker.write() on a speaker that is not open")
+        gen = self._gen
+        samples = self._convert(chunk, gen)
+        return self._enqueue(samples, gen, timeout)
+
+    def _enqueue(self, samples: np.ndarray, gen: int, timeout: float | None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pos, size = 0, len(self._ring)
+        with self._cond:
+            while pos < len(samples):
+                if self._gen != gen or self._closed:
+                    return False
+                space = size - self._avail
+                if space == 0:
+                    wait = None if deadline is None else deadline - time.monotonic()
+                    if wait is not None and wait <= 0:
+                        raise TimeoutError("speaker buffer stayed full: the device stopped playing")
+                    self._cond.wait(wait)
+                    continue
+                n = min(space, len(samples) - pos)
+                w = (self._rpos + self._avail) % size
+                first = min(n, size - w)
+                self._ring[w : w + first] = samples[pos : pos + first]
+                self._ring[: n - first] = samples[pos + first : pos + n]
+                self._avail += n
+                pos += n
+        return True
+
+    def clear(self) -> float:
+        """Drop everything queued, now (barge-in). Returns the milliseconds of audio dropped.
+
+        Audio already handed to the device (about one output latency) is discarded too, by
+        aborting and restarting the stream: playback stops within milliseconds.
+        """
+        with self._cond:
+            dropped = self._avail
+            self._avail = 0
+            self._gen += 1
+            self._cond.notify_all()
+        now = time.monotonic()
+        in_device = max(0.0, self._audio_end - now)
+        if in_device > 0:
+            self._flush_device(now)
+        return 1000.0 * dropped / self.device_rate + 1000.0 * in_device
+
+    def _flush_device(self, now: float) -> None:
+        sd = _sd()
+        with self._stream_lock:
+            stream = self._stream
+            if stream is None:
+                return
+            try:
+                stream.abort()
+                with self._cond:
+                    self._forget_after(now)
+                    self._audio_end = now
+                    self._idle = True
+                stream.start()
+            except sd.PortAudioError as exc:
+                self._error = _open_error("output", self.device or 0, self.device_name, exc)
+
+    def _forget_after(self, now: float) -> None:
+        """Zero the history of blocks that were aborted before reaching the DAC (lock held)."""
+        size = len(self._meta)
+        for i in range(self._meta_total - 1, max(-1, self._meta_total - size - 1), -1):
+            t, start, frames = self._meta[i % size]
+            if t <= now:
+                break
+            idx = np.arange(int(start), int(start + frames)) % len(self._hist)
+            self._hist[idx] = 0
+
+    def drain(self, timeout: float | None = None) -> bool:
+        """Wait until everything written has left the speaker; False on timeout or clear()."""
+        gen = self._gen
+        rs = self._resampler
+        if rs is not None and rs[0] == gen:  # flush the resampler's tail
+            self._resampler = None
+            tail = rs[2].process(np.zeros(0, dtype=np.int16), last=True)
+            if not self._enqueue(tail, gen, timeout):
+                return False
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self._avail and self._gen == gen and not self._closed:
+                wait = None if deadline is None else deadline - time.monotonic()
+                if wait is not None and wait <= 0:
+                    return False
+                self._cond.wait(wait)
+            if self._gen != gen or self._closed:
+                return False
+        rest = self._audio_end - time.monotonic()
+        if deadline is not None and time.monotonic() + max(rest, 0.0) > deadline:
+            return False
+        if rest > 0:
+            time.sleep(rest)
+        return True
+
+    @property
+    def playing(self) -> bool:
+        """True while audio is queued or still on its way out of the device."""
+        return self._avail > 0 or time.monotonic() < self._audio_end
+
+    @property
+    def queued_ms(self) -> float:
+        return 1000.0 * self._avail / self.device_rate
+
+    @property
+    def underflows(self) -> int:
+        """Output underflows PortAudio reported (the device ran dry below us)."""
+        return self._underflows
+
+    def played(self, since: float | None = None) -> list[PlayedBlock]:
+        """Blocks played (silence included) still in the history, oldest first.
+
+        ``since`` keeps blocks that end after that ``time.monotonic()`` value.
+        """
+        with self._cond:
+            total, count = self._hist_total, self._meta_total
+            order = np.arange(max(0, count - len(self._meta)), count) % max(1, len(self._meta))
+            rows = self._meta[order]
+            hist = self._hist.copy()
+        blocks = []
+        for t, start, frames in rows:
+            start, frames = int(start), int(frames)
+            if start < total - len(hist):
+                continue  # overwritten
+            if since is not None and t + frames / self.device_rate <= since:
+                continue
+            idx = np.arange(start, start + frames) % len(hist)
+            blocks.append(PlayedBlock(float(t), hist[idx], self.device_rate))
+        return blocks
+
+    def close(self) -> None:
+        """Stop playback (queued audio is dropped) and release the device; safe to call twice."""
+        if self._closed:
+            return
+        with self._cond:
+            self._closed = True
+            self._avail = 0
+            self._gen += 1
+            self._cond.notify_all()
+        with self._stream_lock:
+            stream, self._stream = self._stream, None
+            if stream is not None:
+                try:
+                    stream.abort()
+                finally:
+                    stream.close()
+
+    def __enter__(self) -> Speaker:
+        return self.open()
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

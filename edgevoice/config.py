@@ -1,0 +1,399 @@
+"""Configuration: YAML loaded into nested frozen dataclasses, validated with key path and line.
+
+Every field carries its documentation in ``metadata`` (``help``, ``unit``, ``min``/``max``) so that
+validation, ``config show`` and the check that ``config.example.yaml`` documents every key share one
+source of truth.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Optional, Union
+
+import yaml
+
+from edgevoice.errors import ConfigError
+
+
+def opt(default, help: str, *, unit: str = "", min=None, max=None, choices=None):  # noqa: A002
+    """A config field with its documentation and range."""
+    meta = {"help": help, "unit": unit, "min": min, "max": max}
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    """Audio devices and the processing format."""
+
+    input_device: Optional[Union[int, str]] = opt(
+        None, "input device: index or (part of) its name from `edgevoice devices`; null = default"
+    )
+    output_device: Optional[Union[int, str]] = opt(
+        None, "output device: index or (part of) its name; null = system default"
+    )
+    sample_rate: int = opt(16000, "processing sample rate; devices are resampled to it", unit="Hz",
+                           min=8000, max=48000)
+    block_ms: int = opt(30, "audio block size read from the input device", unit="ms",
+                        min=10, max=200)
+
+
+@dataclass(frozen=True)
+class VadConfig:
+    """Voice-activity detection and endpointing (when an utterance starts and ends)."""
+
+    mode: int = opt(2, "webrtcvad aggressiveness, 0 (permissive) to 3 (strict); the noise gate "
+                    "below rejects steady noise, so 3 only loses quiet speech", min=0, max=3)
+    frame_ms: Literal[10, 20, 30] = opt(30, "VAD frame length: 10, 20 or 30", unit="ms")
+    onset_ms: int = opt(90, "speech needed before an utterance starts", unit="ms", min=0, max=2000)
+    hangover_ms: int = opt(600, "silence that ends an utterance", unit="ms", min=90, max=5000)
+    preroll_ms: int = opt(300, "audio kept from before the onset so the first syllable is not cut",
+                          unit="ms", min=0, max=2000)
+    max_utterance_s: float = opt(20.0, "longest utterance; longer speech is cut here", unit="s",
+                                 min=1.0, max=300.0)
+    gate_min_dbfs: float = opt(-55.0, "frames quieter than this are never speech", unit="dBFS",
+                               min=-100.0, max=0.0)
+    gate_max_flatness: float = opt(
+        0.45, "frames whose tilt-compensated spectral flatness is above this are noise, not "
+        "speech (any steady noise is ~0.56, voiced speech ~0.1); 1.0 disables the noise gate",
+        min=0.0, max=1.0)
+
+
+@dataclass(frozen=True)
+class AsrConfig:
+    """Speech recognition."""
+
+    backend: Literal["auto", "vosk", "pocketsphinx"] = opt(
+        "auto", "auto = vosk when `vosk_model` is set and present, else pocketsphinx (bundled)"
+    )
+    vosk_model: Optional[str] = opt(
+        None,
+        "vosk model folder (path); null = look for vosk-model-small-en-us-0.15 in the models dir",
+    )
+    partial_interval_ms: int = opt(250, "how often partial transcripts are produced", unit="ms",
+                                   min=0, max=5000)
+
+
+@dataclass(frozen=True)
+class PathsConfig:
+    """Where files live (defaults are per-user directories from platformdirs)."""
+
+    models_dir: Optional[str] = opt(None, "where models live; null = the per-user data dir")
+    cache_dir: Optional[str] = opt(None, "calibration and other caches; null = per-user cache dir")
+    log_dir: Optional[str] = opt(None, "log files; null = per-user log dir")
+
+
+@dataclass(frozen=True)
+class LlmConfig:
+    """The local language model (llama.cpp)."""
+
+    model: Optional[str] = opt(
+        None, "GGUF file (path); null = gemma-2-2b-it-Q4_K_M.gguf in the models dir if there, "
+        "else none (built-in intents only)")
+    n_ctx: int = opt(4096, "context window", unit="tokens", min=256, max=131072)
+    threads: int = opt(0, "decode threads; 0 = all cores but one (the audio path keeps one)", min=0,
+                       max=256)
+    gpu_layers: Union[Literal["auto"], int] = opt(
+        "auto",
+        "layers offloaded to a GPU: auto = all when the llama.cpp build can offload, else 0")
+    max_tokens: int = opt(256, "longest reply", unit="tokens", min=1, max=8192)
+    temperature: float = opt(0.7, "sampling temperature", min=0.0, max=2.0)
+    system_prompt: str = opt(
+        "You are a helpful voice assistant. Answer in one to three short spoken sentences, "
+        "without lists or markdown.",
+        "instructions given to the model before the conversation")
+
+
+@dataclass(frozen=True)
+class TtsConfig:
+    """Speech output."""
+
+    backend: Literal["pyttsx3"] = opt("pyttsx3", "speech synthesizer")
+    voice: Optional[str] = opt(None, "voice id or (part of) its name; null = engine default")
+    rate_wpm: int = opt(175, "speaking rate", unit="words/min", min=50, max=500)
+    volume: float = opt(1.0, "volume", min=0.0, max=1.0)
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """Conversation behaviour."""
+
+    barge_in: bool = opt(True, "speaking over the answer stops it; turn off with open speakers "
+                               "and no echo cancellation")
+
+
+@dataclass(frozen=True)
+class Config:
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    vad: VadConfig = field(default_factory=VadConfig)
+    asr: AsrConfig = field(default_factory=AsrConfig)
+    llm: LlmConfig = field(default_factory=LlmConfig)
+    tts: TtsConfig = field(default_factory=TtsConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading and validation
+# ---------------------------------------------------------------------------------------------
+
+
+CONFIG_ENV = "EDGEVOICE_CONFIG"
+
+
+class _LineLoader(yaml.SafeLoader):
+    """A SafeLoader whose mappings remember the line of each key, for error messages."""
+
+
+class _Mapping(dict):
+    lines: dict
+
+
+def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> _Mapping:
+    loader.flatten_mapping(node)
+    result = _Mapping()
+    result.lines = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        result[key] = loader.construct_object(value_node, deep=True)
+        result.lines[key] = key_node.start_mark.line + 1
+    return result
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _where(source: str | None, line: int | None) -> str:
+    if source and line:
+        return f"{source}, line {line}: "
+    if line:
+        return f"line {line}: "
+    return f"{source}: " if source else ""
+
+
+def _type_name(tp) -> str:
+    origin = typing.get_origin(tp)
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        # Sorted: typing caches equal Unions, so the argument order depends on import order.
+        names = sorted(_type_name(a) for a in typing.get_args(tp))
+        return " or ".join([n for n in names if n != "null"] + ["null"] * ("null" in names))
+    if tp is type(None):
+        return "null"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
+
+
+def _range_text(f: dataclasses.Field) -> str:
+    lo, hi, unit = f.metadata.get("min"), f.metadata.get("max"), f.metadata.get("unit")
+    unit = f" {unit}" if unit else ""
+    if lo is not None and hi is not None:
+        return f"allowed {lo} to {hi}{unit}"
+    return f"at least {lo}{unit}" if lo is not None else f"at most {hi}{unit}"
+
+
+def _convert(value, tp):
+    """Return ``value`` as type ``tp`` or raise ValueError; ints are accepted where floats are."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Literal:
+        if value in typing.get_args(tp) and type(value) is not bool:
+            return value
+        raise ValueError
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _convert(value, arg)
+            except ValueError:
+                continue
+        raise ValueError
+    if tp is type(None):
+        if value is None:
+            return None
+        raise ValueError
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ValueError
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ValueError
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ValueError
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ValueError
+    raise TypeError(f"unsupported config type {tp!r}")
+
+
+def _build(cls, data, path: str, source: str | None, line: int | None):
+    """Build dataclass ``cls`` from a mapping, validating names, types and ranges."""
+    if data is None:
+        data = _Mapping()
+    if not isinstance(data, dict):
+        raise ConfigError(f"{_where(source, line)}`{path}` must be a mapping of keys, not "
+                          f"{type(data).__name__}")
+    lines = getattr(data, "lines", {})
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values = {}
+    for key, value in data.items():
+        key_path = f"{path}.{key}" if path else str(key)
+        key_line = lines.get(key, line)
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f" — did you mean `{path + '.' if path else ''}{close[0]}`?" if close else ""
+            known = ", ".join(fields)
+            raise ConfigError(f"{_where(source, key_line)}unknown key `{key_path}`{hint} "
+                              f"(known keys here: {known})")
+        f = fields[key]
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            values[key] = _build(tp, value, key_path, source, key_line)
+            continue
+        try:
+            converted = _convert(value, tp)
+        except ValueError:
+            raise ConfigError(f"{_where(source, key_line)}`{key_path}` must be {_type_name(tp)}, "
+                              f"got {value!r}") from None
+        lo, hi = f.metadata.get("min"), f.metadata.get("max")
+        if isinstance(converted, (int, float)) and not isinstance(converted, bool):
+            if (lo is not None and converted < lo) or (hi is not None and converted > hi):
+                raise ConfigError(f"{_where(source, key_line)}`{key_path}` = {converted!r} is out "
+                                  f"of range: {_range_text(f)}")
+        values[key] = converted
+    return cls(**values)
+
+
+def parse_config(text: str, source: str | None = None) -> Config:
+    """Parse YAML text into a validated ``Config``; ``source`` names the file in errors."""
+    try:
+        data = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{_where(source, line)}invalid YAML: {problem}") from None
+    return _build(Config, data, "", source, None)
+
+
+def default_config_path() -> Path:
+    """The per-user config file (it need not exist)."""
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir("edgevoice")) / "config.yaml"
+
+
+def find_config_path(explicit: str | os.PathLike | None = None) -> Path | None:
+    """``--config`` wins, then ``$EDGEVOICE_CONFIG``, then the per-user file if it exists."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get(CONFIG_ENV)
+    if env:
+        return Path(env)
+    path = default_config_path()
+    return path if path.is_file() else None
+
+
+def load_config(path: str | os.PathLike | None = None) -> tuple[Config, Path | None]:
+    """Load the effective config and the file it came from (None = built-in defaults)."""
+    found = find_config_path(path)
+    if found is None:
+        return Config(), None
+    try:
+        text = found.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {found} does not exist (copy config.example.yaml there, "
+                          f"or drop --config / ${CONFIG_ENV})") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {found}: {exc.strerror}") from None
+    return parse_config(text, str(found)), found
+
+
+def config_to_dict(cfg) -> dict:
+    """Plain nested dict of a config (for `config show` and JSON)."""
+    return dataclasses.asdict(cfg)
+
+
+def iter_fields(cls=Config, prefix: str = ""):
+    """Yield (key path, dataclasses.Field, type) for every leaf key, in declaration order."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        path = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(tp):
+            yield from iter_fields(tp, path + ".")
+        else:
+            yield path, f, tp
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Resolved per-user directories (platformdirs), overridable in the `paths` section."""
+
+    models: Path
+    cache: Path
+    logs: Path
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> Paths:
+        import platformdirs
+
+        data = Path(platformdirs.user_data_dir("edgevoice"))
+        models = cfg.paths.models_dir or os.environ.get("EDGEVOICE_MODELS_DIR")
+        return cls(
+            models=Path(models).expanduser() if models else data / "models",
+            cache=Path(cfg.paths.cache_dir or platformdirs.user_cache_dir("edgevoice"))
+            .expanduser(),
+            logs=Path(cfg.paths.log_dir or platformdirs.user_log_dir("edgevoice")).expanduser(),
+        )
+
+
+def _yaml_value(value) -> str:
+    return yaml.safe_dump(value, default_flow_style=True, width=1000).strip().removesuffix("...")\
+        .strip()
+
+
+def render_example() -> str:
+    """The text of ``config.example.yaml``: every key at its default, documented from metadata.
+
+    A test keeps the shipped file identical to this, so the example can never go stale.
+    """
+    out = [
+        "# edgevoice configuration. Every key is shown at its default; delete what you don't"
+        " change.",
+        "# Location: --config PATH, else $EDGEVOICE_CONFIG, else the per-user file",
+        "# (`edgevoice config show` prints the effective config and where it came from).",
+    ]
+    hints = typing.get_type_hints(Config)
+    for section in dataclasses.fields(Config):
+        cls = hints[section.name]
+        out += ["", f"{section.name}:"]
+        doc = (cls.__doc__ or "").strip()
+        if doc and not doc.startswith(cls.__name__ + "("):
+            out.insert(len(out) - 1, f"# {doc}")
+        section_hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            meta = f.metadata
+            unit = f" [{meta['unit']}]" if meta.get("unit") else ""
+            rng = ""
+            if meta.get("min") is not None or meta.get("max") is not None:
+                rng = f"; {_range_text(f).replace('allowed ', '')}"
+            typ = _type_name(section_hints[f.name])
+            out.append(f"  # {meta.get('help', '')}{unit} ({typ}{rng})")
+            out.append(f"  {f.name}: {_yaml_value(f.default)}")
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":  # `python -m edgevoice.config > config.example.yaml`
+    print(render_example(), end="")

@@ -1,0 +1,21 @@
+"""Errors a user can fix. The CLI prints their message as one sentence and exits 2, no traceback."""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """A problem caused by input, configuration or the environment, with the fix in its message."""
+
+    exit_code = 2
+
+
+class ConfigError(UserError):
+    """Invalid configuration: the message names the key path and, when known, the file and line."""
+
+
+class ModelError(UserError):
+    """A model is missing or unusable: the message names the path and how to get one."""
+
+
+class AudioDeviceError(UserError):
+    """An audio device or the PortAudio library is missing, busy or unusable."""

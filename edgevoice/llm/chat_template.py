@@ -1,0 +1,83 @@
+"""The model's own chat template (from the GGUF), with the system prompt folded in when needed.
+
+We render prompts ourselves rather than through ``create_chat_completion`` so that the exact
+token sequence is ours to compare with the KV cache. Gemma 2's template raises on a ``system``
+message (and ``chat_format="gemma"`` silently drops it), so when a probe render shows the system
+text does not survive, the system prompt is prepended to the first user message. That message
+never changes while the history grows, so every turn's prompt starts with the same bytes.
+"""
+
+from __future__ import annotations
+
+import jinja2
+
+from edgevoice.llm.protocol import Message
+
+SYSTEM_FOLD_SEPARATOR = "\n\n"
+_SENTINEL = "EdgevoiceUserTextGoesHere"
+
+
+class ChatTemplateError(ValueError):
+    """The template cannot render this conversation (bad roles, or a broken template)."""
+
+
+class ChatTemplate:
+    """A GGUF ``tokenizer.chat_template`` rendered with jinja2 (llama-cpp-python's sandbox)."""
+
+    def __init__(self, template: str, *, bos_token: str, eos_token: str) -> None:
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        try:
+            self._formatter = Jinja2ChatFormatter(
+                template=template, bos_token=bos_token, eos_token=eos_token,
+                add_generation_prompt=True,
+            )
+        except jinja2.TemplateError as exc:
+            raise ChatTemplateError(f"the chat template does not parse: {exc}") from exc
+        self.bos_token = bos_token
+        self.supports_system = self._probe_system()
+
+    def _probe_system(self) -> bool:
+        """True when a system message renders and its text appears in the prompt."""
+        marker = "EdgevoiceSystemProbe"
+        probe = [{"role": "system", "content": marker}, {"role": "user", "content": "hi"}]
+        try:
+            return marker in self._render_raw(probe)
+        except ChatTemplateError:
+            return False
+
+    def _render_raw(self, messages: list[Message]) -> str:
+        try:
+            return self._formatter(messages=messages).prompt  # type: ignore[arg-type]
+        except (ValueError, jinja2.TemplateError) as exc:
+            raise ChatTemplateError(str(exc)) from exc
+
+    def prepare(self, messages: list[Message]) -> list[Message]:
+        """The messages as this template wants them: system folded into the first user turn."""
+        if self.supports_system or not messages or messages[0]["role"] != "system":
+            return messages
+        system, rest = messages[0]["content"], messages[1:]
+        if not rest or rest[0]["role"] != "user":
+            raise ChatTemplateError("after the system message the conversation must start with "
+                                    "a user message")
+        if not system.strip():
+            return rest
+        first = {"role": "user", "content": system + SYSTEM_FOLD_SEPARATOR + rest[0]["content"]}
+        return [first, *rest[1:]]
+
+    def render(self, messages: list[Message]) -> str:
+        """The prompt text for ``messages``, ending with the assistant's generation prompt."""
+        return self._render_raw(self.prepare(messages))
+
+    def stable_prefix(self, system_prompt: str) -> str:
+        """Prompt text every conversation with this system prompt starts with.
+
+        That is everything before the first user's words (BOS, the system block or the folded
+        system text, the user header): what ``warm_up`` can evaluate before anyone speaks.
+        """
+        messages: list[Message] = [{"role": "user", "content": _SENTINEL}]
+        if system_prompt:
+            messages.insert(0, {"role": "system", "content": system_prompt})
+        text = self.render(messages)
+        index = text.find(_SENTINEL)
+        return text[:index] if index >= 0 else ""

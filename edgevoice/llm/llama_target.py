@@ -1,0 +1,472 @@
+"""The local chat target: one long-lived llama.cpp model whose KV cache carries the conversation.
+
+Latency is the point of every choice here (see DESIGN.md, "Latency principles"):
+
+* One ``Llama`` for the life of the process; each turn's prompt is rendered and tokenized by us,
+  compared with the tokens already in the KV cache, and only the differing suffix is evaluated
+  (a history that only appends makes that suffix just the new turn).
+* ``warm_up`` evaluates the part every prompt starts with (BOS, system prompt, user header) before
+  anyone speaks, so the first turn pays only for the user's words.
+* Cancellation: between tokens by checking the Event; during a long prefill through llama.cpp's
+  abort callback (CPU backend only), which makes ``llama_decode`` return 2. Whole batches that
+  finished before the abort stay in the cache and count as cached next time.
+* Native logs go to ``logging`` (see ``native_log``); nothing is printed and no file descriptor
+  is redirected.
+
+Not thread-safe: a ``LlamaCppTarget`` belongs to one worker thread, which constructs it, calls
+every method and advances every ``stream`` iterator. Only ``cancel.set()`` comes from elsewhere.
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgevoice.config import LlmConfig
+from edgevoice.errors import ModelError
+from edgevoice.llm.chat_template import ChatTemplate, ChatTemplateError
+from edgevoice.llm.native_log import quiet_llama_prints, route_native_logs, take_recent_errors
+from edgevoice.llm.protocol import Message, PromptCost, StreamStats, TargetError, TargetInfo
+
+log = logging.getLogger(__name__)
+
+GET_A_MODEL = (
+    "download a Gemma 2 2B instruct GGUF such as gemma-2-2b-it-Q4_K_M.gguf (for example from "
+    "huggingface.co/bartowski/gemma-2-2b-it-GGUF) and set `llm.model` or pass --llm-model "
+    "(`edgevoice models pull gemma-2-2b-it` comes in a later release)"
+)
+GGUF_MAGIC = b"GGUF"
+PROMPT_MARGIN_TOKENS = 8
+"""Kept free beyond prompt + reply, so a prompt priced by ``Conversation`` always fits."""
+
+
+def default_threads() -> int:
+    """All usable cores but one: the audio path (PortAudio callbacks, VAD, ASR) keeps a core."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores - 1)
+
+
+def resolve_gpu_layers(setting: str | int, supports_offload: bool) -> int:
+    """``auto`` -> all layers (-1) when this llama.cpp build can offload, else 0."""
+    if setting == "auto":
+        return -1 if supports_offload else 0
+    layers = int(setting)
+    if layers and not supports_offload:
+        log.warning("llm.gpu_layers = %d but this llama.cpp build has no GPU backend: running on "
+                    "the CPU", layers)
+        return 0
+    return layers
+
+
+def check_model_file(model: str | os.PathLike[str] | None) -> Path:
+    """The model path, or a ModelError saying what is wrong with it and how to fix it."""
+    if not model:
+        raise ModelError(f"no local language model is configured: {GET_A_MODEL}")
+    path = Path(model).expanduser()
+    if not path.exists():
+        raise ModelError(f"language model {path} does not exist: {GET_A_MODEL}")
+    if path.is_dir():
+        raise ModelError(f"language model {path} is a folder, not a .gguf file: point `llm.model` "
+                         "or --llm-model at the GGUF file itself")
+    try:
+        with path.open("rb") as f:
+            magic = f.read(4)
+    except OSError as exc:
+        raise ModelError(f"cannot read language model {path} ({exc.strerror}): check its "
+                         "permissions") from None
+    if magic != GGUF_MAGIC:
+        raise ModelError(f"language model {path} is not a GGUF file (it does not start with the "
+                         f"GGUF signature): {GET_A_MODEL}")
+    return path
+
+
+_LOG_PREFIX = re.compile(r"^(?:[A-Za-z_][\w.]*: |error loading model: )+")
+
+
+def native_reason(errors: list[str]) -> str:
+    """The root cause among llama.cpp's error lines (the first), without function prefixes."""
+    return _LOG_PREFIX.sub("", errors[0]).strip() if errors else ""
+
+
+class Utf8Pieces:
+    """Token bytes in, valid UTF-8 text out: a character split across tokens waits for its end.
+
+    Byte-fallback tokens (``<0xC3>``, ``<0xA9>``) carry one byte each; emitting them separately
+    would put U+FFFD into the speech; invalid bytes are dropped rather than spoken. Leading
+    whitespace of the reply is dropped (chat templates trim it from the history anyway).
+    """
+
+    def __init__(self, *, strip_leading: bool = True) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="ignore")
+        self._started = not strip_leading
+
+    def push(self, data: bytes) -> str:
+        return self._emit(self._decoder.decode(data))
+
+    def flush(self) -> str:
+        return self._emit(self._decoder.decode(b"", final=True))
+
+    def _emit(self, text: str) -> str:
+        if not self._started:
+            text = text.lstrip()
+            self._started = bool(text)
+        return text
+
+
+class LlamaCppTarget:
+    """``ChatTarget`` on llama-cpp-python with KV-cache prefix reuse across turns.
+
+    ``n_batch`` and ``seed`` are for tests and benchmarks; everything a user sets is in
+    ``LlmConfig``.
+    """
+
+    kind = "local"
+
+    def __init__(
+        self, cfg: LlmConfig, name: str = "local", *, n_batch: int = 512, seed: int | None = None
+    ) -> None:
+        import llama_cpp
+
+        self.name = name
+        self._cfg = cfg
+        self._path = check_model_file(cfg.model)
+        self._supports_offload = bool(llama_cpp.llama_supports_gpu_offload())
+        self._gpu_layers = resolve_gpu_layers(cfg.gpu_layers, self._supports_offload)
+        self._threads = cfg.threads or default_threads()
+        self._last_stats: StreamStats | None = None
+        self._warm_up_ms: float | None = None
+        self._closed = False
+
+        route_native_logs()
+        take_recent_errors()
+        start = time.perf_counter()
+        try:
+            with quiet_llama_prints():
+                self._llm = llama_cpp.Llama(
+                    model_path=str(self._path),
+                    n_ctx=cfg.n_ctx,
+                    n_batch=min(n_batch, cfg.n_ctx),
+                    n_threads=self._threads,
+                    n_threads_batch=self._threads,
+                    n_gpu_layers=self._gpu_layers,
+                    seed=llama_cpp.LLAMA_DEFAULT_SEED if seed is None else seed,
+                    swa_full=True,  # a sliding-window cache cannot serve a truncated prefix
+                    verbose=True,  # False would dup2() the process's stdout/stderr to /dev/null
+                )
+        except ValueError as exc:
+            why = native_reason(take_recent_errors()) or str(exc)
+            if "context" in str(exc):
+                raise ModelError(f"cannot create a {cfg.n_ctx}-token context for {self._path} "
+                                 f"(llama.cpp: {why}): lower `llm.n_ctx`") from None
+            raise ModelError(f"cannot load language model {self._path} (llama.cpp: {why}): the "
+                             "file is damaged, truncated or not a model this llama.cpp supports; "
+                             "download it again or point `llm.model` at another GGUF") from None
+        self._llm.verbose = False  # construction is over; keep later code paths silent
+        self.load_ms = (time.perf_counter() - start) * 1000.0
+
+        self._vocab = llama_cpp.llama_model_get_vocab(self._llm.model)
+        self._bos = self._llm.token_bos()
+        self._add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
+        self._piece_buf = ctypes.create_string_buffer(64)
+        self._template = self._load_template()
+        self._abort_event: threading.Event | None = None
+        self._abort_cb = llama_cpp.ggml_abort_callback(self._should_abort)
+        log.info("%s: loaded %s in %.0f ms (n_ctx %d, %d threads, %s, system prompt %s)",
+                 name, self._path.name, self.load_ms, cfg.n_ctx, self._threads,
+                 f"{self._gpu_layers} GPU layers" if self._gpu_layers else "CPU",
+                 "native" if self._template.supports_system else "folded into the first turn")
+
+    # -- setup -------------------------------------------------------------------------------
+
+    def _load_template(self) -> ChatTemplate:
+        import llama_cpp
+
+        source = self._llm.metadata.get("tokenizer.chat_template")
+        if not source:
+            self.close()
+            raise ModelError(f"language model {self._path} has no chat template "
+                             "(tokenizer.chat_template): use an instruct GGUF such as "
+                             "gemma-2-2b-it-Q4_K_M.gguf")
+
+        def text(token: int) -> str:
+            if token < 0:
+                return ""
+            return llama_cpp.llama_vocab_get_text(self._vocab, token).decode("utf-8", "replace")
+
+        try:
+            return ChatTemplate(source, bos_token=text(self._bos),
+                                eos_token=text(self._llm.token_eos()))
+        except ChatTemplateError as exc:
+            self.close()
+            raise ModelError(f"language model {self._path} has an unusable chat template "
+                             f"({exc}): use another GGUF of the model") from None
+
+    # -- tokens ------------------------------------------------------------------------------
+
+    def _tokenize_prompt(self, text: str) -> list[int]:
+        tokens = self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+        if self._add_bos and self._bos >= 0 and (not tokens or tokens[0] != self._bos):
+            tokens.insert(0, self._bos)
+        return tokens
+
+    def prompt_tokens(self, messages: list[Message], reply_prefix: str = "") -> list[int]:
+        """The exact tokens ``stream(messages)`` evaluates (template applied, system folded).
+
+        Reads only (tokenizer, cache bookkeeping): another thread may call this, ``count_tokens``
+        and ``prompt_cost`` for an estimate while the worker is generating.
+        """
+        return self._tokenize_prompt(self._template.render(messages) + reply_prefix)
+
+    def count_tokens(self, messages: list[Message]) -> int:
+        """Prompt size of ``messages`` in tokens (the ``Conversation`` budget uses this)."""
+        return len(self.prompt_tokens(messages))
+
+    @property
+    def max_prompt_tokens(self) -> int:
+        """Room for the prompt: the context minus the longest reply and a small margin."""
+        return self._cfg.n_ctx - self._cfg.max_tokens - PROMPT_MARGIN_TOKENS
+
+    @property
+    def kv_tokens(self) -> list[int]:
+        """The tokens whose keys and values are in the KV cache now."""
+        return self._llm.input_ids[: self._llm.n_tokens].tolist()
+
+    def _common_prefix(self, tokens: list[int]) -> int:
+        n = min(self._llm.n_tokens, len(tokens))
+        if n == 0:
+            return 0
+        diff = np.flatnonzero(self._llm.input_ids[:n] != np.asarray(tokens[:n], dtype=np.intc))
+        return int(diff[0]) if diff.size else n
+
+    def prompt_cost(self, messages: list[Message]) -> PromptCost:
+        """What ``stream(messages)`` would evaluate now (the router predicts prefill from it)."""
+        tokens = self.prompt_tokens(messages)
+        return PromptCost(len(tokens), min(self._common_prefix(tokens), len(tokens) - 1))
+
+    def _keep_prefix(self, tokens: list[int], *, leave_one: bool) -> int:
+        """Cut the KV cache back to its common prefix with ``tokens``; return the kept length.
+
+        With ``leave_one`` at least one token stays to evaluate, because sampling needs fresh
+        logits for the prompt's last position.
+        """
+        import llama_cpp
+
+        keep = self._common_prefix(tokens)
+        if leave_one:
+            keep = min(keep, len(tokens) - 1)
+        keep = max(keep, 0)
+        memory = llama_cpp.llama_get_memory(self._llm.ctx)
+        if not llama_cpp.llama_memory_seq_rm(memory, 0, keep, -1):
+            log.debug("partial KV removal unsupported: clearing the cache")
+            keep = 0
+        elif keep:
+            # A sliding-window cache may have dropped positions the kept prefix still needs
+            # (llama.cpp's server makes the same check); swa_full=True should prevent it.
+            n_swa = max(1, llama_cpp.llama_model_n_swa(self._llm.model))
+            if llama_cpp.llama_memory_seq_pos_min(memory, 0) > max(0, keep - n_swa):
+                log.debug("KV cache no longer holds the whole prefix: clearing it")
+                keep = 0
+        if keep == 0:
+            llama_cpp.llama_memory_clear(memory, False)
+        self._llm.n_tokens = keep
+        return keep
+
+    def token_bytes(self, token: int) -> bytes:
+        """The bytes of one token as generated text (a byte token is one byte of UTF-8)."""
+        import llama_cpp
+
+        n = llama_cpp.llama_token_to_piece(self._vocab, token, self._piece_buf,
+                                           len(self._piece_buf), 0, False)
+        if n < 0:  # a piece longer than the buffer: llama.cpp says how long
+            self._piece_buf = ctypes.create_string_buffer(-n)
+            n = llama_cpp.llama_token_to_piece(self._vocab, token, self._piece_buf,
+                                               len(self._piece_buf), 0, False)
+        return self._piece_buf.raw[: max(n, 0)]
+
+    # -- cancellation during prefill -----------------------------------------------------------
+
+    def _should_abort(self, _data: Any) -> bool:
+        event = self._abort_event
+        return event is not None and event.is_set()
+
+    def _set_abort(self, event: threading.Event | None) -> None:
+        """Install the abort callback only around prefill: it runs once per graph node and
+        takes the GIL each time, which the token loop doesn't need (it checks between tokens)."""
+        import llama_cpp
+
+        self._abort_event = event
+        callback = self._abort_cb if event is not None else llama_cpp.ggml_abort_callback()
+        llama_cpp.llama_set_abort_callback(self._llm.ctx, callback, None)
+
+    # -- ChatTarget ----------------------------------------------------------------------------
+
+    @property
+    def last_stats(self) -> StreamStats | None:
+        return self._last_stats
+
+    def describe(self) -> TargetInfo:
+        return TargetInfo(
+            name=self.name,
+            kind=self.kind,
+            model=self._path.name,
+            device="gpu" if self._gpu_layers else "cpu",
+            details={
+                "path": str(self._path),
+                "model_name": self._llm.metadata.get("general.name", ""),
+                "n_ctx": self._cfg.n_ctx,
+                "threads": self._threads,
+                "gpu_layers": self._gpu_layers,
+                "supports_gpu_offload": self._supports_offload,
+                "system_prompt": "native" if self._template.supports_system else "folded",
+                "load_ms": round(self.load_ms, 1),
+                "warm_up_ms": None if self._warm_up_ms is None else round(self._warm_up_ms, 1),
+            },
+        )
+
+    def warm_up(self) -> None:
+        """Evaluate the prompt start every conversation shares, before the first turn.
+
+        Idempotent, and it never discards a conversation already in the cache that starts
+        with that prefix.
+        """
+        self._check_open()
+        start = time.perf_counter()
+        prefix = self._template.stable_prefix(self._cfg.system_prompt)
+        tokens = self._tokenize_prompt(prefix)
+        kept = self._common_prefix(tokens)
+        if kept < len(tokens):
+            kept = self._keep_prefix(tokens, leave_one=False)
+            self._llm.eval(tokens[kept:])
+        self._warm_up_ms = (time.perf_counter() - start) * 1000.0
+        log.info("%s: warm-up evaluated %d prompt-prefix tokens (%d cached) in %.0f ms",
+                 self.name, len(tokens) - kept, kept, self._warm_up_ms)
+
+    def stream(
+        self, messages: list[Message], cancel: threading.Event, *, reply_prefix: str = ""
+    ) -> Iterator[str]:
+        """Stream the reply to ``messages``; see ``ChatTarget.stream``.
+
+        Ends at the template's end-of-turn token or EOS ("stop"), at ``llm.max_tokens`` or the
+        context's end ("length"), or soon after ``cancel`` is set ("cancelled"; the KV cache stays
+        consistent). ``ChatTemplateError`` (a ValueError) for messages the template rejects.
+        ``reply_prefix`` is reply text already spoken (say by a remote target that failed
+        mid-answer): the model continues after it and only the continuation is yielded.
+        Close the iterator (or exhaust it) on the worker thread that owns this target.
+        """
+        self._check_open()
+        return self._stream(messages, cancel, reply_prefix)
+
+    def _stream(
+        self, messages: list[Message], cancel: threading.Event, reply_prefix: str
+    ) -> Iterator[str]:
+        import llama_cpp
+
+        start = time.perf_counter()
+        self._last_stats = None
+        tokens = self.prompt_tokens(messages, reply_prefix)
+        n_ctx = self._cfg.n_ctx
+        if len(tokens) >= n_ctx:
+            self._last_stats = StreamStats(len(tokens), 0, 0, 0, None, 0.0, "error")
+            raise TargetError(f"prompt of {len(tokens)} tokens does not fit the {n_ctx}-token "
+                              "context")
+        budget = min(self._cfg.max_tokens, n_ctx - len(tokens))
+        stats = StreamStats(len(tokens), 0, 0, 0, None, 0.0, "error")
+        if cancel.is_set():
+            stats.cached_tokens = min(self._common_prefix(tokens), len(tokens) - 1)
+            stats.finish_reason = "cancelled"
+            self._finish(stats, start)
+            return
+        stats.cached_tokens = self._keep_prefix(tokens, leave_one=True)
+        suffix = tokens[stats.cached_tokens:]
+        generator = self._llm.generate(
+            suffix, reset=False, temp=self._cfg.temperature, top_k=40, top_p=0.95, min_p=0.05,
+            repeat_penalty=1.0,
+        )
+        text = Utf8Pieces(strip_leading=not reply_prefix)
+        prefilling = True
+        self._set_abort(cancel)
+        try:
+            for token in generator:
+                if prefilling:
+                    prefilling = False
+                    self._set_abort(None)
+                    stats.evaluated_tokens = len(suffix)
+                    stats.first_token_ms = (time.perf_counter() - start) * 1000.0
+                if llama_cpp.llama_vocab_is_eog(self._vocab, token):
+                    stats.finish_reason = "stop"
+                    break
+                stats.completion_tokens += 1
+                delta = text.push(self.token_bytes(token))
+                if delta:
+                    yield delta
+                if cancel.is_set():
+                    stats.finish_reason = "cancelled"
+                    break
+                if stats.completion_tokens >= budget:
+                    stats.finish_reason = "length"
+                    break
+            else:  # generate() never ends by itself; keep the bookkeeping honest if it does
+                stats.finish_reason = "stop"
+            tail = text.flush()
+            if tail and stats.finish_reason != "cancelled":
+                yield tail
+        except GeneratorExit:  # the consumer stopped iterating: treat as cancelled
+            stats.finish_reason = "cancelled"
+            raise
+        except RuntimeError as exc:
+            if not cancel.is_set():
+                raise TargetError(f"llama.cpp failed while answering: {exc}") from exc
+            stats.finish_reason = "cancelled"  # llama_decode returned 2: aborted in prefill
+        finally:
+            self._set_abort(None)
+            generator.close()
+            if prefilling:  # whole batches that finished before an abort stay in the cache
+                stats.evaluated_tokens = max(0, self._llm.n_tokens - stats.cached_tokens)
+            self._finish(stats, start)
+
+    def _finish(self, stats: StreamStats, start: float) -> None:
+        stats.total_ms = (time.perf_counter() - start) * 1000.0
+        self._last_stats = stats
+        speed = stats.tokens_per_s
+        log.info(
+            "%s: prompt %d tokens, %d cached, %d evaluated; first token %s; %d tokens in %.0f ms%s;"
+            " %s", self.name, stats.prompt_tokens, stats.cached_tokens, stats.evaluated_tokens,
+            "-" if stats.first_token_ms is None else f"{stats.first_token_ms:.0f} ms",
+            stats.completion_tokens, stats.total_ms,
+            f" ({speed:.1f} tok/s)" if speed else "", stats.finish_reason,
+        )
+
+    # -- lifetime ------------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise TargetError(f"target {self.name} is closed")
+
+    def close(self) -> None:
+        """Free the model and its context (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        llm = getattr(self, "_llm", None)
+        if llm is not None:
+            self._abort_event = None
+            llm.close()
+
+    def __enter__(self) -> LlamaCppTarget:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()

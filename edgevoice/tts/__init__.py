@@ -1,0 +1,1 @@
+"""Speech output: text cleaning and clause splitting, the Synthesizer protocol, its backends."""
