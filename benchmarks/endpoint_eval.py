@@ -28,9 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
-from speech_labels import (  # noqa: E402  (tests/speech_labels.py)
+from edgevoice.audio.format import PCM16_MONO_16K, AudioChunk  # noqa: E402
+from edgevoice.audio.wavfile import iter_chunks, read_audio  # noqa: E402
+from edgevoice.config import VadConfig  # noqa: E402
+from edgevoice.devtools.speech_labels import (
     LabelledClip,
     frame_labels,
     labelled_clips,
@@ -38,10 +39,6 @@ from speech_labels import (  # noqa: E402  (tests/speech_labels.py)
     spoken_clips,
     synthetic_noise,
 )
-
-from edgevoice.audio.format import PCM16_MONO_16K, AudioChunk  # noqa: E402
-from edgevoice.audio.wavfile import iter_chunks, read_audio  # noqa: E402
-from edgevoice.config import VadConfig  # noqa: E402
 from edgevoice.endpoint import (  # noqa: E402
     SpeechDetector,
     SpeechEnd,

@@ -10,11 +10,16 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from speech_labels import frame_labels, labelled_clips, spoken_clips, synthetic_noise
 
 from edgevoice.audio.format import PCM16_MONO_16K, AudioChunk, AudioFormat
 from edgevoice.audio.wavfile import read_audio
 from edgevoice.config import VadConfig
+from edgevoice.devtools.speech_labels import (
+    frame_labels,
+    labelled_clips,
+    spoken_clips,
+    synthetic_noise,
+)
 from edgevoice.endpoint import (
     WARMUP_MS,
     Endpointer,

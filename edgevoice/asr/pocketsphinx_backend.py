@@ -27,7 +27,9 @@ class PocketsphinxRecognizer:
         import pocketsphinx
 
         self.sample_rate = sample_rate
-        self._decoder = pocketsphinx.Decoder(samprate=sample_rate, loglevel="FATAL")
+        # No second (flat-lexicon) pass: it made finish() take ~1 s on a 20 s utterance, all of
+        # it after the user stopped talking, and measured no better here (benchmarks/asr_eval.py).
+        self._decoder = pocketsphinx.Decoder(samprate=sample_rate, loglevel="FATAL", fwdflat=False)
         self._in_utterance = False
 
     def accept(self, chunk: AudioChunk) -> str:
