@@ -29,7 +29,7 @@ def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def pulse() -> Iterator[pulse_helpers.PulseServer]:
-    """A private PulseAudio server with null sinks ``vmic`` and ``vspk`` (see edgevoice/devtools/pulse.py).
+    """A private PulseAudio server with null sinks ``vmic`` and ``vspk``.
 
     Skips when PulseAudio is not installed. Run code that opens devices in a subprocess with
     ``pulse.env``: PortAudio enumerates devices once per process.
