@@ -67,15 +67,14 @@ class StreamingTranscriber:
                 self._last_partial_at = float("-inf")
                 yield event
             elif isinstance(event, SpeechAudio):
-                text = self.recognizer.accept(event.chunk)
+                self.recognizer.accept(event.chunk)
                 now = event.chunk.end_ms
-                if (
-                    text
-                    and text != self._last_partial
-                    and now - self._last_partial_at >= self.partial_interval_ms
-                ):
-                    self._last_partial, self._last_partial_at = text, now
-                    yield Partial(text, self._start_ms or 0.0)
+                if now - self._last_partial_at >= self.partial_interval_ms:
+                    self._last_partial_at = now
+                    text = self.recognizer.partial()
+                    if text and text != self._last_partial:
+                        self._last_partial = text
+                        yield Partial(text, self._start_ms or 0.0)
             elif isinstance(event, SpeechEnd):
                 transcript = self.recognizer.finish()
                 start = self._start_ms if self._start_ms is not None else event.end_ms

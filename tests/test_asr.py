@@ -41,8 +41,12 @@ def _recognizers(tmp_path):
 def test_recognizer_contract_partials_final_words_and_reuse(tmp_path):
     audio = read_audio(SPEECH / "pocketsphinx__goforward.wav")
     for rec in _recognizers(tmp_path):
-        partials = [rec.accept(c) for c in iter_chunks(audio, 30)]
+        partials = []
+        for c in iter_chunks(audio, 30):
+            rec.accept(c)
+            partials.append(rec.partial())
         assert any(p for p in partials), f"{rec.name}: no partial while speaking"
+        assert "forward" in partials[-1]
         final = rec.finish()
         assert final.is_final
         assert final.text.split()[:3] == ["go", "forward", "ten"], (rec.name, final.text)

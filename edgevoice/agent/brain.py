@@ -104,7 +104,10 @@ class Brain:
         if decision.kind == "llm":
             route = self.router.route()
             if route.target is not None:
-                self._conversation(route.target).commit(turn.transcript, turn.spoken)
+                # A whole reply is stored as generated (byte-identical to what is in the KV
+                # cache, so the next turn reuses it); a cut one as the words actually played.
+                said = turn.spoken if turn.interrupted else turn.reply
+                self._conversation(route.target).commit(turn.transcript, said)
         if decision.intent != "repeat" and turn.spoken:
             self.last_reply = turn.spoken
 

@@ -41,8 +41,13 @@ class Recognizer(Protocol):
     name: str
     sample_rate: int
 
-    def accept(self, chunk: AudioChunk) -> str:
-        """Feed audio of the current utterance; return the partial hypothesis so far."""
+    def accept(self, chunk: AudioChunk) -> None:
+        """Feed audio of the current utterance."""
+        ...
+
+    def partial(self) -> str:
+        """The hypothesis so far. Separate from ``accept`` because its cost grows with the
+        utterance (a backtrace): the caller asks a few times a second, not every block."""
         ...
 
     def finish(self) -> Transcript:

@@ -65,15 +65,15 @@ class VoskRecognizer:
         self._rec.SetWords(True)
         self._segments: list[dict] = []
 
-    def accept(self, chunk: AudioChunk) -> str:
+    def accept(self, chunk: AudioChunk) -> None:
         if chunk.format.rate != self.sample_rate or chunk.format.channels != 1:
             raise ValueError(f"vosk expects {self.sample_rate} Hz mono, got {chunk.format}")
         if self._rec.AcceptWaveform(chunk.data):
             # vosk found its own endpoint inside our utterance: keep the segment and go on.
             self._segments.append(json.loads(self._rec.Result()))
-            partial = ""
-        else:
-            partial = json.loads(self._rec.PartialResult()).get("partial", "")
+
+    def partial(self) -> str:
+        partial = json.loads(self._rec.PartialResult()).get("partial", "")
         done = " ".join(s.get("text", "") for s in self._segments if s.get("text"))
         return " ".join(t for t in (done, partial) if t)
 

@@ -1,0 +1,210 @@
+"""The voice turn: intents, the brain, and the daemon in file mode on real recorded speech."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+from edgevoice.agent.brain import MUTED_ACK, Brain
+from edgevoice.agent.intents import NO_MODEL_REPLY, match_intent
+from edgevoice.agent.manager import Scheduled, _Played, spoken_text
+from edgevoice.agent.turn import Turn
+from edgevoice.config import LlmConfig
+from edgevoice.evaluation import speech_dir
+from edgevoice.llm.router import Router
+
+SPEECH = speech_dir()
+needs_speech = pytest.mark.skipif(SPEECH is None, reason="speech clips not found")
+
+
+@pytest.mark.parametrize(
+    ("text", "intent"),
+    [
+        ("What time is it?", "time"), ("what's the time", "time"), ("time please", "time"),
+        ("what is the date today", "date"), ("what day is it", "date"),
+        ("stop", "stop"), ("okay stop", "stop"), ("cancel", "cancel" and "stop"),
+        ("repeat that", "repeat"), ("can you say that again", "repeat"),
+        ("mute", "mute"), ("unmute", "unmute"), ("start listening again", "unmute"),
+        ("what time does the shop close", None), ("stop the music in the kitchen", None),
+        ("tell me about time travel", None), ("", None),
+    ],
+)
+def test_intent_table(text, intent):
+    assert match_intent(text) == intent
+
+
+def test_brain_without_model_answers_intents_and_explains_the_rest():
+    brain = Brain(Router({}), LlmConfig(), now=lambda: dt.datetime(2026, 3, 4, 14, 5))
+    d = brain.decide("what time is it")
+    assert (d.kind, d.target) == ("intent", "intent:time") and "2 oh 5" in d.reply
+    assert "Wednesday, March 4, 2026" in brain.decide("what's the date").reply
+    d = brain.decide("why is the sky blue")
+    assert d.kind == "intent" and d.reply == NO_MODEL_REPLY and "llm.model" in d.reply
+
+
+def test_brain_mute_repeat_and_stop():
+    brain = Brain(Router({}), LlmConfig())
+    turn = Turn("what time is it")
+    d = brain.decide(turn.transcript)
+    turn.spoken = d.reply
+    brain.finish(turn, d)
+    assert brain.decide("repeat that").reply == d.reply
+    assert brain.decide("stop").reply == ""
+    assert brain.decide("mute").reply == MUTED_ACK and brain.muted
+    assert brain.decide("what time is it").kind == "ignore"
+    assert brain.decide("unmute").kind == "intent" and not brain.muted
+    assert brain.decide("what time is it").kind == "intent"
+
+
+def test_spoken_text_keeps_only_what_was_played():
+    played = [_Played("Hello there.", Scheduled(10.0, 11.0)),
+              _Played("one two three four five six seven eight.", Scheduled(11.0, 13.0)),
+              _Played("Never heard.", Scheduled(13.0, 14.0))]
+    assert spoken_text(played, 9.0) == ""
+    assert spoken_text(played, 11.0) == "Hello there."
+    assert spoken_text(played, 12.0) == "Hello there. one two three four"
+    assert spoken_text(played, 20.0).endswith("Never heard.")
+
+
+def test_turn_event_schema():
+    turn = Turn("hi")
+    turn.metrics.speech_end = 100.0
+    for stage, t in [("asr_final", 100.1), ("llm_first_token", 100.3), ("first_clause", 100.4),
+                     ("tts_first_audio", 100.45), ("playback_start", 100.5)]:
+        turn.metrics.mark(stage, t)
+    turn.metrics.mark("asr_final", 200.0)  # only the first mark counts
+    event = json.loads(json.dumps(turn.to_event()))
+    assert event["event"] == "turn" and event["transcript"] == "hi"
+    assert event["latency_ms"] == {"asr_final": 100.0, "llm_first_token": 300.0,
+                                   "first_clause": 400.0, "tts_first_audio": 450.0,
+                                   "playback_start": 500.0, "first_audio": 500.0}
+
+
+# ---------------------------------------------------------------------------------------------
+# The CLI end to end
+# ---------------------------------------------------------------------------------------------
+
+
+def run_cli(*args, env=None, timeout=180):
+    return subprocess.run([sys.executable, "-m", "edgevoice", *args], capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+@pytest.fixture
+def short_replies(tmp_path) -> Path:
+    cfg = tmp_path / "short.yaml"
+    cfg.write_text("llm:\n  max_tokens: 8\n  temperature: 0.0\n")
+    return cfg
+
+
+def test_ask_streams_from_the_local_model(tiny_gguf, short_replies):
+    out = run_cli("--config", str(short_replies), "ask", "hello there", "--llm-model",
+                  str(tiny_gguf), "--json")
+    assert out.returncode == 0, out.stderr
+    event = json.loads(out.stdout)
+    assert event["target"] == "local" and event["reply"].strip()
+    assert event["tokens"]["completion_tokens"] == 8
+    assert {"llm_first_token", "first_clause"} <= set(event["latency_ms"])
+
+
+def test_ask_intent_needs_no_model_and_missing_model_is_clear(tmp_path):
+    out = run_cli("ask", "what time is it", "--json", env={"XDG_DATA_HOME": str(tmp_path)})
+    assert out.returncode == 0 and json.loads(out.stdout)["target"] == "intent:time"
+    out = run_cli("ask", "hello", "--llm-model", str(tmp_path / "gone.gguf"))
+    assert out.returncode == 2 and "gone.gguf does not exist" in out.stderr
+    junk = tmp_path / "junk.gguf"
+    junk.write_bytes(b"not a model" * 100)
+    out = run_cli("ask", "hello", "--llm-model", str(junk))
+    assert out.returncode == 2 and "junk.gguf" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_say_writes_speech(tmp_path):
+    wav = tmp_path / "say.wav"
+    out = run_cli("say", "Hello. The weather is fine today.", "-o", str(wav))
+    assert out.returncode == 0, out.stderr
+    audio, rate = soundfile.read(wav)
+    assert 1.0 < len(audio) / rate < 6.0 and np.abs(audio).max() > 0.1
+
+
+def _envelope(path: Path, hop_s: float = 0.02):
+    audio, rate = soundfile.read(path)
+    hop = int(rate * hop_s)
+    frames = audio[: len(audio) // hop * hop].reshape(-1, hop)
+    return np.sqrt((frames**2).mean(axis=1)) > 0.01, hop_s
+
+
+def _compose(parts: list[tuple[Path, float]], path: Path) -> list[tuple[float, float]]:
+    """Real clips joined with silence after each; returns each clip's (start, end) in s."""
+    chunks, spans, t = [], [], 0.0
+    for clip, gap in parts:
+        audio, rate = soundfile.read(clip, dtype="int16")
+        assert rate == 16000
+        chunks += [audio, np.zeros(int(gap * rate), np.int16)]
+        spans.append((t, t + len(audio) / rate))
+        t += (len(audio) + int(gap * rate)) / rate
+    soundfile.write(path, np.concatenate(chunks), 16000)
+    return spans
+
+
+@needs_speech
+def test_file_mode_one_turn_per_utterance_with_reply_audio_after_each(
+        tmp_path, tiny_gguf, short_replies):
+    inp, out_wav = tmp_path / "in.wav", tmp_path / "out.wav"
+    spans = _compose([(SPEECH / "pocketsphinx__goforward.wav", 5.0),
+                      (SPEECH / "speechbrain__spk1_snt1.wav", 5.0),
+                      (SPEECH / "speechbrain__spk1_snt3.wav", 4.0)], inp)
+    out = run_cli("--config", str(short_replies), "run", "--input", str(inp), "--output",
+                  str(out_wav), "--llm-model", str(tiny_gguf), "--json")
+    assert out.returncode == 0, out.stderr
+    events = [json.loads(line) for line in out.stdout.splitlines()]
+    turns = [e for e in events if e["event"] == "turn"]
+    assert len(turns) == 3, events
+    assert "forward" in turns[0]["transcript"]
+    voiced, hop = _envelope(out_wav)
+    in_len = soundfile.info(inp).duration
+    assert abs(soundfile.info(out_wav).duration - in_len) < 2.0
+    said = {e["id"]: e for e in events if e["event"] == "transcript"}
+    for turn, (start, _), nxt in zip(turns, spans, [s for s, _ in spans[1:]] + [in_len + 2]):
+        end = said[turn["id"]]["end"]  # end of speech as the endpointer saw it
+        assert turn["target"] == "local" and not turn.get("interrupted")
+        lat = turn["latency_ms"]
+        assert list(lat) == ["asr_final", "llm_first_token", "first_clause", "tts_first_audio",
+                             "playback_start", "first_audio"]
+        assert 0 < lat["asr_final"] <= lat["llm_first_token"] <= lat["first_clause"] \
+            <= lat["tts_first_audio"] <= lat["playback_start"] == lat["first_audio"]
+        assert turn["tokens"]["completion_tokens"] == 8
+        # The reply is in OUT.wav after the utterance ended, before the next one began, and
+        # the file's timeline agrees with the reported first-audio latency.
+        first = int(np.argmax(voiced[int(end / hop):])) * hop + end
+        assert voiced[int(end / hop):].any() and first < nxt
+        assert not voiced[int(start / hop): int(end / hop)].any()
+        assert first - end == pytest.approx(lat["first_audio"] / 1000, abs=0.4)
+    # KV-cache reuse across turns: later turns evaluate only part of the prompt.
+    assert turns[2]["tokens"]["evaluated_tokens"] < turns[2]["tokens"]["prompt_tokens"] / 2
+
+
+@needs_speech
+def test_file_mode_barge_in_on_a_real_multi_utterance_recording(tmp_path, tiny_gguf):
+    """chan3: speech resumes ~1 s after the first utterance, over a long reply."""
+    cfg = tmp_path / "long.yaml"
+    cfg.write_text("llm:\n  max_tokens: 60\n  temperature: 0.0\n")
+    out = run_cli("--config", str(cfg), "run", "--input",
+                  str(SPEECH / "pocketsphinx__chan3_vad.wav"), "--output",
+                  str(tmp_path / "o.wav"), "--llm-model", str(tiny_gguf), "--json")
+    assert out.returncode == 0, out.stderr
+    events = [json.loads(line) for line in out.stdout.splitlines()]
+    transcripts = [e for e in events if e["event"] == "transcript"]
+    turns = [e for e in events if e["event"] == "turn"]
+    assert len(turns) == len(transcripts) >= 3
+    cut = [t for t in turns if t.get("interrupted")]
+    assert cut, turns
+    assert all(len(t["spoken"]) < len(t["reply"]) or not t["reply"] for t in cut)
+    assert not turns[-1].get("interrupted")  # nobody talks over the last answer
