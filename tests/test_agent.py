@@ -172,7 +172,8 @@ def test_file_mode_one_turn_per_utterance_with_reply_audio_after_each(
     in_len = soundfile.info(inp).duration
     assert abs(soundfile.info(out_wav).duration - in_len) < 2.0
     said = {e["id"]: e for e in events if e["event"] == "transcript"}
-    for turn, (start, _), nxt in zip(turns, spans, [s for s, _ in spans[1:]] + [in_len + 2]):
+    next_starts = [s for s, _ in spans[1:]] + [in_len + 2]
+    for turn, (start, _), nxt in zip(turns, spans, next_starts, strict=True):
         end = said[turn["id"]]["end"]  # end of speech as the endpointer saw it
         assert turn["target"] == "local" and not turn.get("interrupted")
         lat = turn["latency_ms"]
