@@ -14,7 +14,7 @@ APT_TEST := $(APT_RUN) pulseaudio pulseaudio-utils sox
 .PHONY: run test lint deps-run deps-test clean
 
 run: deps-run $(VENV)/.installed
-	$(BIN)/edgevoice listen $(ARGS)
+	$(BIN)/edgevoice run $(ARGS)
 
 test: deps-test $(VENV)/.installed-test
 	$(BIN)/python -m pytest $(ARGS)
