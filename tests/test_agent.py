@@ -209,3 +209,41 @@ def test_file_mode_barge_in_on_a_real_multi_utterance_recording(tmp_path, tiny_g
     assert cut, turns
     assert all(len(t["spoken"]) < len(t["reply"]) or not t["reply"] for t in cut)
     assert not turns[-1].get("interrupted")  # nobody talks over the last answer
+
+
+@needs_speech
+def test_a_failing_synthesizer_ends_the_turn_with_an_error_not_a_hang(tmp_path):
+    """Fault injection: the speech engine dies mid-turn. The turn is reported and closed, and the
+    agent keeps running to the end of the input."""
+    import asyncio
+
+    from edgevoice.agent.manager import TurnManager
+    from edgevoice.agent.outputs import FileOutput
+    from edgevoice.asr.pocketsphinx_backend import PocketsphinxRecognizer
+    from edgevoice.audio.filesource import RealtimeFileSource
+    from edgevoice.audio.format import AudioFormat
+    from edgevoice.config import AgentConfig, Config
+    from edgevoice.transcriber import StreamingTranscriber
+
+    class DyingSynthesizer:
+        name, format = "dying", AudioFormat(22050)
+
+        def synthesize(self, text):
+            raise RuntimeError("speech engine died")
+
+        def close(self):
+            pass
+
+    events: list[dict] = []
+    manager = TurnManager(
+        source=RealtimeFileSource(SPEECH / "pocketsphinx__goforward.wav", speed=4.0),
+        transcriber=StreamingTranscriber(Config().vad, PocketsphinxRecognizer()),
+        brain=Brain(Router({}), LlmConfig()), synthesizer=DyingSynthesizer(),
+        output=FileOutput(tmp_path / "o.wav"), agent=AgentConfig(), emit=events.append,
+        stop_at_input_end=True)
+    asyncio.run(asyncio.wait_for(manager.run(), timeout=30))
+    kinds = [e["event"] for e in events]
+    assert "error" in kinds and "speech engine died" in events[kinds.index("error")]["message"]
+    turn = events[kinds.index("turn")]
+    assert turn["interrupted"] and turn["spoken"] == ""
+    assert events[-1] == {"event": "state", "state": "listening"}

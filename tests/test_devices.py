@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pulse import read_wav
 
+from edgevoice.devtools.pulse import read_wav
 from edgevoice.evaluation import speech_dir
 
 SPEECH = speech_dir()

@@ -215,6 +215,7 @@ class TurnManager:
         self._active = active
         self.turns.append(turn)
         active.task = asyncio.get_running_loop().create_task(self._run_turn(active))
+        active.task.add_done_callback(lambda task: self._turn_done(active, task))
 
     # -- one turn ---------------------------------------------------------------------------
 
@@ -234,6 +235,19 @@ class TurnManager:
         if wait > 0:
             await asyncio.sleep(wait)
         turn.spoken = spoken_text(active.played, time.monotonic())
+        self._finish(active)
+
+    def _turn_done(self, active: _ActiveTurn, task: asyncio.Task) -> None:
+        """A turn that failed (a TTS or output error) is reported and closed, never left hanging."""
+        if task.cancelled() or task.exception() is None:
+            return
+        exc = task.exception()
+        log.error("turn %d failed: %s", active.turn.id, exc, exc_info=exc)
+        self.emit({"event": "error", "message": f"turn failed: {exc}"})
+        active.turn.cancel.set()
+        self.output.clear()
+        active.turn.interrupted = True
+        active.turn.spoken = spoken_text(active.played, time.monotonic())
         self._finish(active)
 
     async def _produce_clauses(self, turn: Turn, decision: Decision,
