@@ -155,6 +155,17 @@ def _open_error(kind: Kind, index: int, name: str, exc: Exception) -> AudioDevic
     )
 
 
+def _start_stream(sd: ModuleType, kind: Kind, index: int, name: str, **settings: Any) -> Any:
+    """Open and start an int16 PortAudio stream; failures name the device and the fix."""
+    cls = sd.InputStream if kind == "input" else sd.OutputStream
+    try:
+        stream = cls(device=index, dtype="int16", **settings)
+        stream.start()
+    except (sd.PortAudioError, ValueError) as exc:
+        raise _open_error(kind, index, name, exc) from exc
+    return stream
+
+
 def _pick_settings(sd: ModuleType, kind: Kind, index: int, rate: int) -> tuple[int, int, str]:
     """Find (device rate, channels) the device accepts, preferring ``rate`` and mono."""
     info = sd.query_devices(index)
@@ -225,20 +236,11 @@ class Microphone:
         )
         self.device = index
         self._resampler = StreamResampler(self.device_rate, self.rate)
-        try:
-            stream = sd.InputStream(
-                device=index,
-                samplerate=self.device_rate,
-                channels=self.channels,
-                dtype="int16",
-                blocksize=self.device_rate * self.block_ms // 1000,
-                latency=self.latency,
-                callback=self._callback,
-            )
-            stream.start()
-        except (sd.PortAudioError, ValueError) as exc:
-            raise _open_error("input", index, self.device_name, exc) from exc
-        self._stream = stream
+        self._stream = _start_stream(
+            sd, "input", index, self.device_name, samplerate=self.device_rate,
+            channels=self.channels, blocksize=self.device_rate * self.block_ms // 1000,
+            latency=self.latency, callback=self._callback,
+        )
         return self
 
     def _callback(self, indata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
@@ -387,20 +389,11 @@ class Speaker:
         self._ring = np.zeros(max(block, self.device_rate * self.buffer_ms // 1000), np.int16)
         self._hist = np.zeros(max(block, int(self.device_rate * self.history_s)), np.int16)
         self._meta = np.zeros((len(self._hist) // block + 1, 3), dtype=np.float64)
-        try:
-            stream = sd.OutputStream(
-                device=index,
-                samplerate=self.device_rate,
-                channels=self.channels,
-                dtype="int16",
-                blocksize=block,
-                latency=self.latency,
-                callback=self._callback,
-            )
-            stream.start()
-        except (sd.PortAudioError, ValueError) as exc:
-            raise _open_error("output", index, self.device_name, exc) from exc
-        self._stream = stream
+        self._stream = _start_stream(
+            sd, "output", index, self.device_name, samplerate=self.device_rate,
+            channels=self.channels, blocksize=block, latency=self.latency,
+            callback=self._callback,
+        )
         return self
 
     # -- audio thread -------------------------------------------------------------------------
