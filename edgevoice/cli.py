@@ -385,6 +385,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="output device index or name")
     p.set_defaults(func=cmd_say)
 
+    # -- more subcommands register here (one call per module) --
+
     p = sub.add_parser("devices", parents=[common], help="list audio devices")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_devices)

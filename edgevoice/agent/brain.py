@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Optional
@@ -88,11 +89,14 @@ class Brain:
             return
         conv = self._conversation(route.target)
         messages = conv.messages_for(turn.transcript)
+        started = time.monotonic()
         for delta in route.target.stream(messages, turn.cancel):
             turn.metrics.mark("llm_first_token")
             yield delta
         stats = route.target.last_stats
         if stats is not None:
+            if stats.first_token_ms is not None:  # the first token may carry no text
+                turn.metrics.mark("llm_first_token", started + stats.first_token_ms / 1000)
             turn.metrics.prompt_tokens = stats.prompt_tokens
             turn.metrics.evaluated_tokens = stats.evaluated_tokens
             turn.metrics.completion_tokens = stats.completion_tokens

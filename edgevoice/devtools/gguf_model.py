@@ -105,13 +105,29 @@ class Vocab:
     quiet: list[int]  # ids the random model should (almost) never emit: specials and raw bytes
 
 
+_CONSONANTS = "bdfgklmnprstvz"
+_VOWELS = "aeiou"
+
+
+def _pseudo_word(i: int) -> str:
+    """A distinct pronounceable piece for index ``i``: consonant-vowel syllables, ▁-prefixed."""
+    syllables = []
+    while True:
+        i, r = divmod(i, len(_CONSONANTS) * len(_VOWELS))
+        syllables.append(_CONSONANTS[r // len(_VOWELS)] + _VOWELS[r % len(_VOWELS)])
+        if i == 0:
+            break
+        i -= 1
+    return SPACE + "".join(syllables)
+
+
 def build_vocab(n_vocab: int | None = None) -> Vocab:
     """A SentencePiece ("llama") vocabulary laid out like Gemma's, padded to ``n_vocab``.
 
     llama.cpp needs all 256 ``<0xXX>`` byte tokens (byte fallback, or tokenizing throws) and the
     chat control tokens. Its SPM tokenizer only merges a pair of symbols into a piece that exists,
-    so every word piece comes with all its prefixes (▁t, ▁th, ▁the). Padding tokens are UNUSED
-    and can never be formed from text.
+    so every word piece comes with all its prefixes (▁t, ▁th, ▁the). Padding tokens are
+    pronounceable pseudo-words that text never tokenizes into (their prefixes are missing).
     """
     from gguf import TokenType
 
@@ -137,10 +153,17 @@ def build_vocab(n_vocab: int | None = None) -> Vocab:
     if n_vocab is not None:
         if n_vocab < len(tokens):
             raise ValueError(f"n_vocab {n_vocab} is smaller than the base vocabulary")
+        # Padding is made of pronounceable pseudo-words, so what a random model generates can be
+        # spoken and timed end to end (a model of real size mostly samples from the padding).
         for i in range(n_vocab - len(tokens)):
-            tokens.append(f"<unused{i}>")
+            word = _pseudo_word(i)
+            while word in seen:
+                i += n_vocab
+                word = _pseudo_word(i)
+            seen.add(word)
+            tokens.append(word)
         scores += [-1e9] * (n_vocab - len(scores))
-        types += [TokenType.UNUSED] * (n_vocab - len(types))
+        types += [TokenType.NORMAL] * (n_vocab - len(types))
     return Vocab(tokens, scores, [int(t) for t in types], quiet)
 
 
