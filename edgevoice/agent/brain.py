@@ -7,6 +7,7 @@ worker thread; everything else is cheap and runs wherever the caller is.
 from __future__ import annotations
 
 import datetime as _dt
+import inspect
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -17,6 +18,7 @@ from edgevoice.agent.intents import ANSWERS, NO_MODEL_REPLY, match_intent
 from edgevoice.agent.turn import Turn
 from edgevoice.config import LlmConfig
 from edgevoice.llm.history import Conversation
+from edgevoice.llm.protocol import TargetError
 from edgevoice.llm.router import Router
 
 log = logging.getLogger(__name__)
@@ -44,29 +46,31 @@ class Brain:
         self.now = now
         self.muted = False
         self.last_reply = ""
-        self._conversations: dict[str, Conversation] = {}
+        self._conversation: Optional[Conversation] = None
 
-    def _conversation(self, target) -> Conversation:
-        conv = self._conversations.get(target.name)
-        if conv is None:
-            count = getattr(target, "count_tokens", None) or _estimate_tokens
-            n_ctx = getattr(target, "n_ctx", None) or self.llm.n_ctx
+    @property
+    def conversation(self) -> Conversation:
+        """One history whoever answers; sized and counted by the local model when there is one,
+        so its KV cache keeps the common prefix across turns."""
+        if self._conversation is None:
+            local = self.router.local
+            count = getattr(local, "count_tokens", None) or _estimate_tokens
+            n_ctx = getattr(local, "n_ctx", None) or self.llm.n_ctx
             budget = max(64, n_ctx - self.llm.max_tokens - 16)
-            conv = Conversation(self.llm.system_prompt, budget, count)
-            self._conversations[target.name] = conv
-        return conv
+            self._conversation = Conversation(self.llm.system_prompt, budget, count)
+        return self._conversation
 
     def decide(self, text: str) -> Decision:
+        """Cheap and network-free (runs on the event loop): intents, or "ask a model"."""
         intent = match_intent(text)
         if self.muted and intent != "unmute":
             return Decision("ignore", "none", "muted: only 'unmute' is answered")
         if intent is not None:
             reply = self._intent_reply(intent)
             return Decision("intent", f"intent:{intent}", "built-in intent", reply, intent)
-        route = self.router.route()
-        if route.target is None:
-            return Decision("intent", "none", route.reason, NO_MODEL_REPLY, None)
-        return Decision("llm", route.name, route.reason)
+        if not self.router.has_targets:
+            return Decision("intent", "none", "no language model installed", NO_MODEL_REPLY)
+        return Decision("llm", "", "")
 
     def _intent_reply(self, intent: str) -> str:
         if intent == "mute":
@@ -82,38 +86,74 @@ class Brain:
         return ANSWERS[intent](self.now())
 
     def llm_stream(self, turn: Turn) -> Iterator[str]:
-        """Stream the routed target's reply deltas for ``turn`` (call on the LLM thread)."""
-        route = self.router.route()
+        """Route ``turn`` and stream its reply deltas (call on the LLM worker thread: routing may
+        probe the network). A target that fails is cancelled and the turn continues on the next
+        one; text already produced is not repeated (the local model continues after it)."""
+        metrics = turn.metrics
+        messages = self.conversation.messages_for(turn.transcript)
+        route = self.router.route(messages)
+        metrics.target, metrics.route_reason = route.name, route.reason
         if route.target is None:
             yield NO_MODEL_REPLY
             return
-        conv = self._conversation(route.target)
-        messages = conv.messages_for(turn.transcript)
-        started = time.monotonic()
-        for delta in route.target.stream(messages, turn.cancel):
-            turn.metrics.mark("llm_first_token")
-            yield delta
-        stats = route.target.last_stats
-        if stats is not None:
-            if stats.first_token_ms is not None:  # the first token may carry no text
-                turn.metrics.mark("llm_first_token", started + stats.first_token_ms / 1000)
-            turn.metrics.prompt_tokens = stats.prompt_tokens
-            turn.metrics.evaluated_tokens = stats.evaluated_tokens
-            turn.metrics.completion_tokens = stats.completion_tokens
+        produced = ""
+        candidates = [route.target, *route.fallbacks]
+        for i, target in enumerate(candidates):
+            if i > 0:
+                if produced and not _can_continue(target):
+                    continue
+                metrics.target = target.name
+            started = time.monotonic()
+            try:
+                stream = (target.stream(messages, turn.cancel, reply_prefix=produced)
+                          if produced else target.stream(messages, turn.cancel))
+                for delta in stream:
+                    metrics.mark("llm_first_token")
+                    if metrics.failover and "first_token_after_ms" not in metrics.failover:
+                        metrics.failover["first_token_after_ms"] = round(
+                            (time.monotonic() - metrics.failover["at"]) * 1000, 1)
+                    produced += delta
+                    yield delta
+            except TargetError as exc:
+                self.router.record_failure(target, exc)
+                if turn.cancel.is_set():
+                    return
+                log.warning("%s failed (%s); continuing the turn on the next target",
+                            target.name, exc)
+                metrics.failover = {"from": target.name, "reason": str(exc),
+                                    "at": time.monotonic(), "after_chars": len(produced)}
+                metrics.route_reason += f"; {target.name} failed ({exc})"
+                continue
+            stats = target.last_stats
+            self.router.record_success(target, stats)
+            if stats is not None:
+                if stats.first_token_ms is not None:  # the first token may carry no text
+                    metrics.mark("llm_first_token", started + stats.first_token_ms / 1000)
+                metrics.prompt_tokens = stats.prompt_tokens
+                metrics.evaluated_tokens = stats.evaluated_tokens
+                metrics.completion_tokens = stats.completion_tokens
+            if metrics.failover:
+                metrics.failover["to"] = target.name
+            return
+        if not produced:
+            yield "Sorry, I can't reach a language model right now."
 
     def finish(self, turn: Turn, decision: Decision) -> None:
         """Record a finished or interrupted turn: history keeps only what was spoken."""
         if decision.kind == "ignore":
             return
-        if decision.kind == "llm":
-            route = self.router.route()
-            if route.target is not None:
-                # A whole reply is stored as generated (byte-identical to what is in the KV
-                # cache, so the next turn reuses it); a cut one as the words actually played.
-                said = turn.spoken if turn.interrupted else turn.reply
-                self._conversation(route.target).commit(turn.transcript, said)
+        if decision.kind == "llm" and turn.metrics.target not in ("", "none"):
+            # A whole reply is stored as generated (byte-identical to what is in the KV cache,
+            # so the next turn reuses it); a cut one as the words actually played.
+            said = turn.spoken if turn.interrupted else turn.reply
+            self.conversation.commit(turn.transcript, said)
         if decision.intent != "repeat" and turn.spoken:
             self.last_reply = turn.spoken
+
+
+def _can_continue(target) -> bool:
+    """Only targets that take a reply prefix can pick up a half-spoken answer."""
+    return "reply_prefix" in inspect.signature(target.stream).parameters
 
 
 def _estimate_tokens(messages: list[dict]) -> int:

@@ -30,6 +30,7 @@ class TurnMetrics:
     prompt_tokens: Optional[int] = None
     evaluated_tokens: Optional[int] = None
     completion_tokens: Optional[int] = None
+    failover: Optional[dict] = None  # from, to, reason, at (monotonic), first_token_after_ms
 
     def mark(self, stage: str, when: float | None = None) -> None:
         """Record a stage once (the first occurrence is the one that matters for latency)."""
@@ -83,4 +84,6 @@ class Turn:
                                              "completion_tokens") if getattr(m, k) is not None}
         if tokens:
             event["tokens"] = tokens
+        if m.failover:
+            event["failover"] = {k: v for k, v in m.failover.items() if k != "at"}
         return event

@@ -1,22 +1,39 @@
 """The accelerator abstraction's decision point: which ``ChatTarget`` answers this turn, and why.
 
-This release routes between the local llama.cpp target and nothing (built-in intents only);
-remote targets and latency-predicted routing plug in here.
+Policies:
+- ``local``: never offload. No request, probe or warm-up ever goes to a remote (privacy switch).
+- ``remote``: a healthy remote first, local as the fallback.
+- ``auto``: predict the time to the first clause on every healthy target for *this* prompt (the
+  local target knows how much of it is already in its KV cache) and take local when it meets the
+  budget, else the fastest predicted target.
+Health is a circuit breaker per remote with a half-open probe (``GET /v1/models``). ``route`` may
+probe the network, so it runs on the LLM worker thread, never on the event loop.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
-from edgevoice.llm.protocol import ChatTarget
+from edgevoice.llm.estimates import CircuitBreaker, Estimates
+from edgevoice.llm.protocol import ChatTarget, Message, StreamStats, TargetError
+
+log = logging.getLogger(__name__)
+
+POLICIES = ("local", "remote", "auto")
 
 
 @dataclass(frozen=True)
 class Route:
+    """The chosen target, the plain-words reason, and the targets to fall back to in order."""
+
     target: Optional[ChatTarget]
     reason: str
+    fallbacks: tuple[ChatTarget, ...] = ()
+    predicted_ms: dict[str, Optional[float]] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -24,14 +41,29 @@ class Route:
 
 
 class Router:
-    """Picks a target per turn from the configured ones and the policy."""
+    """Picks a target per turn from the configured ones, the policy and live estimates."""
 
-    def __init__(self, targets: dict[str, ChatTarget] | Callable[[], dict[str, ChatTarget]],
-                 policy: str = "local") -> None:
+    def __init__(
+        self,
+        targets: dict[str, ChatTarget] | Callable[[], dict[str, ChatTarget]],
+        policy: str = "local",
+        budget_ms: float = 1200.0,
+        *,
+        breaker_threshold: int = 2,
+        breaker_cooldown_s: float = 15.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if policy not in POLICIES:
+            raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
         # A callable is loaded on first use, so a turn that needs no model never loads one.
         self._loader = targets if callable(targets) else None
         self._targets: Optional[dict[str, ChatTarget]] = None if callable(targets) else targets
         self.policy = policy
+        self.budget_ms = budget_ms
+        self.clock = clock
+        self._breaker_args = (breaker_threshold, breaker_cooldown_s)
+        self.estimates: dict[str, Estimates] = {}
+        self.breakers: dict[str, CircuitBreaker] = {}
 
     @property
     def targets(self) -> dict[str, ChatTarget]:
@@ -39,11 +71,139 @@ class Router:
             self._targets = self._loader()
         return self._targets
 
-    def route(self) -> Route:
-        local = self.targets.get("local")
+    def estimate(self, name: str) -> Estimates:
+        return self.estimates.setdefault(name, Estimates())
+
+    def breaker(self, name: str) -> CircuitBreaker:
+        if name not in self.breakers:
+            self.breakers[name] = CircuitBreaker(*self._breaker_args, clock=self.clock)
+        return self.breakers[name]
+
+    @property
+    def local(self) -> Optional[ChatTarget]:
+        return self.targets.get("local")
+
+    @property
+    def remotes(self) -> list[ChatTarget]:
+        if self.policy == "local":
+            return []
+        return [t for name, t in self.targets.items() if name != "local"]
+
+    @property
+    def has_targets(self) -> bool:
+        return self.local is not None or bool(self.remotes)
+
+    # -- health --------------------------------------------------------------------------------
+
+    def healthy(self, target: ChatTarget) -> bool:
+        """Closed circuit, or half-open and the probe answered."""
+        breaker = self.breaker(target.name)
+        state = breaker.state
+        if state == "closed":
+            return True
+        if state == "open":
+            return False
+        probe = getattr(target, "probe", None)
+        if probe is None:
+            return True
+        started = self.clock()
+        try:
+            probe()
+        except TargetError as exc:
+            breaker.failure(f"probe failed: {exc}", getattr(exc, "retry_after_s", None))
+            return False
+        self.estimate(target.name).rtt_ms.add((self.clock() - started) * 1000)
+        breaker.success()
+        log.info("%s: probe answered, circuit closed again", target.name)
+        return True
+
+    # -- the decision --------------------------------------------------------------------------
+
+    def _evaluated_tokens(self, target: ChatTarget, messages: list[Message]) -> int:
+        cost = getattr(target, "prompt_cost", None)
+        if cost is not None:
+            return cost(messages).evaluated_tokens
+        counter = getattr(self.local, "count_tokens", None)
+        if counter is not None:
+            return counter(messages)
+        return sum(len(m.get("content", "")) // 4 + 4 for m in messages)
+
+    def predict_ms(self, target: ChatTarget, messages: list[Message]) -> Optional[float]:
+        return self.estimate(target.name).predict_first_clause_ms(
+            self._evaluated_tokens(target, messages))
+
+    def route(self, messages: Optional[list[Message]] = None) -> Route:
+        messages = messages or []
+        local = self.local
+        remotes = [t for t in self.remotes if self.healthy(t)]
+        down = [t.name for t in self.remotes if t not in remotes]
+        down_note = f"; {', '.join(down)} unavailable" if down else ""
+        if self.policy == "local" or not self.remotes:
+            if local is None:
+                return Route(None, "no language model installed")
+            why = "policy local" if self.policy == "local" else "no remote target configured"
+            return Route(local, f"local model ({why})")
+        fallback_local = [local] if local is not None else []
+        predicted = {t.name: self.predict_ms(t, messages) for t in remotes + fallback_local}
+        if self.policy == "remote":
+            if remotes:
+                best = min(remotes, key=lambda t: predicted[t.name] or float("inf"))
+                rest = [t for t in remotes if t is not best] + fallback_local
+                return Route(best, "policy remote", tuple(rest), predicted)
+            if local is None:
+                return Route(None, f"no target reachable{down_note}")
+            return Route(local, f"policy remote, but no remote is healthy{down_note}", (),
+                         predicted)
+        # auto
         if local is not None:
-            return Route(local, "local model (only target configured)")
-        return Route(None, "no language model installed")
+            local_ms = predicted[local.name]
+            if not remotes:
+                return Route(local, f"auto: local (no healthy remote{down_note})", (), predicted)
+            if local_ms is None:
+                return Route(local, "auto: local (not calibrated yet)", tuple(remotes), predicted)
+            if local_ms <= self.budget_ms:
+                return Route(local, f"auto: local predicted {local_ms:.0f} ms, within the "
+                             f"{self.budget_ms:.0f} ms budget", tuple(remotes), predicted)
+        if not remotes:
+            return Route(None, f"no target reachable{down_note}")
+        best = min(remotes, key=lambda t: predicted[t.name] or float("inf"))
+        best_ms = predicted[best.name]
+        if local is not None and best_ms is not None and best_ms >= predicted[local.name]:
+            return Route(local, f"auto: local predicted {predicted[local.name]:.0f} ms, over "
+                         f"budget but faster than {best.name} ({best_ms:.0f} ms)",
+                         tuple(remotes), predicted)
+        local_txt = f"local predicted {predicted[local.name]:.0f} ms" if local else "no local model"
+        best_txt = "not measured yet" if best_ms is None else f"predicted {best_ms:.0f} ms"
+        rest = [t for t in remotes if t is not best] + fallback_local
+        return Route(best, f"auto: {local_txt}, over the {self.budget_ms:.0f} ms budget; "
+                     f"{best.name} {best_txt}", tuple(rest), predicted)
+
+    # -- feedback ------------------------------------------------------------------------------
+
+    def record_success(self, target: ChatTarget, stats: Optional[StreamStats]) -> None:
+        self.breaker(target.name).success()
+        if stats is not None and stats.finish_reason in ("stop", "length"):
+            self.estimate(target.name).observe(
+                evaluated_tokens=stats.evaluated_tokens, first_token_ms=stats.first_token_ms,
+                completion_tokens=stats.completion_tokens, total_ms=stats.total_ms)
+
+    def record_failure(self, target: ChatTarget, exc: Exception) -> None:
+        self.estimate(target.name).observe_failure()
+        self.breaker(target.name).failure(str(exc), getattr(exc, "retry_after_s", None))
+
+    def status(self) -> list[dict]:
+        """Per target: kind, health and measured latency (for `edgevoice targets`)."""
+        out = []
+        for name, target in self.targets.items():
+            info = target.describe()
+            breaker = self.breaker(name)
+            out.append({
+                "name": name, "kind": info.kind, "model": info.model, "device": info.device,
+                "used_by_policy": name == "local" or self.policy != "local",
+                "circuit": breaker.state, "last_error": breaker.last_error or None,
+                "estimates": self.estimate(name).as_dict(),
+            })
+        return out
 
     def close(self) -> None:
         for target in (self._targets or {}).values():
