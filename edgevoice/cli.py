@@ -126,15 +126,20 @@ def cmd_listen(args) -> int:
 
 
 def cmd_ask(args) -> int:
-    from edgevoice.agent.assemble import make_router
+    from edgevoice.agent.assemble import make_router, prepare_targets
     from edgevoice.agent.brain import Brain
+    from edgevoice.agent.intents import match_intent
     from edgevoice.agent.turn import Turn
     from edgevoice.tts.clauses import ClauseSplitter
 
     cfg, paths = _load(args)
-    router = make_router(cfg, paths, args.llm_model, require_model=args.llm_model is not None)
+    router = make_router(cfg, paths, args.llm_model, require_model=args.llm_model is not None,
+                         remote_url=args.remote, remote_model=args.remote_model,
+                         policy=args.policy)
     brain = Brain(router, cfg.llm)
     try:
+        if router.policy != "local" and not match_intent(args.text):
+            prepare_targets(router, paths)
         turn = Turn(args.text)
         turn.metrics.speech_end = time.monotonic()  # for `ask`, latency counts from the text
         turn.metrics.mark("asr_final")
@@ -218,7 +223,7 @@ def cmd_run(args) -> int:
     import asyncio
     import signal
 
-    from edgevoice.agent.assemble import make_router
+    from edgevoice.agent.assemble import make_router, prepare_targets
     from edgevoice.agent.brain import Brain
     from edgevoice.agent.manager import TurnManager
     from edgevoice.agent.outputs import DeviceOutput, FileOutput
@@ -228,11 +233,11 @@ def cmd_run(args) -> int:
 
     cfg, paths = _load(args)
     emit = _emit if args.json else _human_event
-    router = make_router(cfg, paths, args.llm_model)
+    router = make_router(cfg, paths, args.llm_model, remote_url=args.remote,
+                         remote_model=args.remote_model, policy=args.policy)
     synth = source = output = None
     try:
-        for target in router.targets.values():
-            target.warm_up()
+        prepare_targets(router, paths)
         synth = Pyttsx3Synthesizer(cfg.tts)
         synth.warm_up()
         recognizer = make_recognizer(cfg.asr, paths, cfg.audio.sample_rate)
@@ -332,6 +337,14 @@ def cmd_config_show(args) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
+def _remote_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--remote", metavar="URL",
+                   help="an OpenAI-compatible endpoint, e.g. http://host:8000/v1 (named 'remote')")
+    p.add_argument("--remote-model", metavar="NAME", help="the model id the remote serves")
+    p.add_argument("--policy", choices=["local", "remote", "auto"],
+                   help="where the language model runs (overrides llm.policy)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     def global_options(p: argparse.ArgumentParser, default) -> None:
         # Accepted before and after the subcommand; SUPPRESS keeps a subcommand's parse from
@@ -371,12 +384,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-device", help="output device index or name")
     p.add_argument("--llm-model", metavar="PATH", help="GGUF model file (overrides llm.model)")
     p.add_argument("--json", action="store_true", help="one JSON object per event")
+    _remote_options(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("ask", parents=[common], help="ask a question in text, stream the answer")
     p.add_argument("text")
     p.add_argument("--llm-model", metavar="PATH", help="GGUF model file (overrides llm.model)")
     p.add_argument("--json", action="store_true", help="print the turn as one JSON object")
+    _remote_options(p)
     p.set_defaults(func=cmd_ask)
 
     p = sub.add_parser("say", parents=[common], help="speak a text")

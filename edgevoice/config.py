@@ -21,9 +21,12 @@ import yaml
 from edgevoice.errors import ConfigError
 
 
-def opt(default, help: str, *, unit: str = "", min=None, max=None, choices=None):  # noqa: A002
-    """A config field with its documentation and range."""
+def opt(default, help: str, *, unit: str = "", min=None, max=None, choices=None,  # noqa: A002
+        factory=None):
+    """A config field with its documentation and range; ``factory`` makes a mutable default."""
     meta = {"help": help, "unit": unit, "min": min, "max": max}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
 
 
@@ -102,11 +105,51 @@ class LlmConfig:
         "auto",
         "layers offloaded to a GPU: auto = all when the llama.cpp build can offload, else 0")
     max_tokens: int = opt(256, "longest reply", unit="tokens", min=1, max=8192)
+    policy: Literal["local", "remote", "auto"] = opt(
+        "local", "local = never offload (nothing leaves the machine); remote = a remote target "
+        "first, local as fallback; auto = per turn, local when it meets the latency budget")
+    first_audio_budget_ms: int = opt(
+        1200, "auto policy: the longest acceptable predicted time to the first clause",
+        unit="ms", min=100, max=60000)
     temperature: float = opt(0.7, "sampling temperature", min=0.0, max=2.0)
     system_prompt: str = opt(
         "You are a helpful voice assistant. Answer in one to three short spoken sentences, "
         "without lists or markdown.",
         "instructions given to the model before the conversation")
+
+
+@dataclass(frozen=True)
+class RemoteConfig:
+    """A remote OpenAI-compatible chat server: Cerebras (cloud or a LAN CS-3), llama.cpp's
+    server, vLLM or Ollama. Only transcripts are sent, never audio."""
+
+    base_url: Optional[str] = opt(
+        None, "server URL up to and including /v1 (requests go to {base_url}/chat/completions), "
+        "e.g. https://api.cerebras.ai/v1; required")
+    model: Optional[str] = opt(None, "model id as the server's /v1/models lists it; required")
+    api_key_env: Optional[str] = opt(
+        None, "name of the environment variable holding the API key, sent as `Authorization: "
+        "Bearer`; the key itself never goes in this file; null = no key (a LAN server)")
+    verify_tls: bool = opt(True, "check the server's TLS certificate; false is insecure (anyone "
+                           "on the path can read the conversation and the key) and logs a warning")
+    ca_bundle: Optional[str] = opt(
+        None, "PEM file with the CA that signed the server's certificate (a LAN appliance's "
+        "private CA), used instead of the system CAs; null = system CAs")
+    connect_timeout_s: float = opt(1.0, "longest TCP + TLS connect", unit="s", min=0.05, max=60.0)
+    first_token_timeout_s: float = opt(
+        2.0, "longest wait from sending a request to its first token", unit="s", min=0.05,
+        max=300.0)
+    stall_timeout_s: float = opt(1.0, "longest silence between tokens before the stream counts "
+                                 "as stalled", unit="s", min=0.05, max=300.0)
+    max_completion_tokens: int = opt(
+        256, "longest reply; keep it small: Cerebras reserves prompt + this against the quota",
+        unit="tokens", min=1, max=32768)
+    max_tokens_field: Literal["max_completion_tokens", "max_tokens", "both"] = opt(
+        "both", "which request field carries the reply limit: max_completion_tokens (Cerebras, "
+        "OpenAI), max_tokens (llama.cpp's Python server, older servers) or both")
+    extra_body: dict[str, object] = opt(
+        None, "extra request fields merged into each request body, e.g. {reasoning_effort: low}",
+        factory=dict)
 
 
 @dataclass(frozen=True)
@@ -186,6 +229,10 @@ def _type_name(tp) -> str:
         return " or ".join([n for n in names if n != "null"] + ["null"] * ("null" in names))
     if tp is type(None):
         return "null"
+    if origin is dict:
+        return "a mapping"
+    if tp is object:
+        return "any value"
     return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
         tp, getattr(tp, "__name__", str(tp))
     )
@@ -233,7 +280,23 @@ def _convert(value, tp):
         if isinstance(value, str):
             return value
         raise ValueError
+    if tp is object:
+        return _plain(value)
+    if origin is dict:
+        value_tp = typing.get_args(tp)[1] if typing.get_args(tp) else object
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise ValueError
+        return {k: _convert(v, value_tp) for k, v in value.items()}
     raise TypeError(f"unsupported config type {tp!r}")
+
+
+def _plain(value):
+    """A YAML value as plain dicts and lists (without the line bookkeeping of ``_Mapping``)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
 
 
 def _build(cls, data, path: str, source: str | None, line: int | None):
@@ -260,6 +323,16 @@ def _build(cls, data, path: str, source: str | None, line: int | None):
         tp = hints[key]
         if dataclasses.is_dataclass(tp):
             values[key] = _build(tp, value, key_path, source, key_line)
+            continue
+        item_cls = typing.get_args(tp)[1] if typing.get_origin(tp) is dict else None
+        if dataclasses.is_dataclass(item_cls):  # named sections, e.g. one per remote target
+            if not isinstance(value, dict):
+                raise ConfigError(f"{_where(source, key_line)}`{key_path}` must be a mapping of "
+                                  f"names to sections, not {type(value).__name__}")
+            item_lines = getattr(value, "lines", {})
+            values[key] = {str(name): _build(item_cls, item, f"{key_path}.{name}", source,
+                                             item_lines.get(name, key_line))
+                           for name, item in value.items()}
             continue
         try:
             converted = _convert(value, tp)
@@ -391,7 +464,8 @@ def render_example() -> str:
                 rng = f"; {_range_text(f).replace('allowed ', '')}"
             typ = _type_name(section_hints[f.name])
             out.append(f"  # {meta.get('help', '')}{unit} ({typ}{rng})")
-            out.append(f"  {f.name}: {_yaml_value(f.default)}")
+            default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+            out.append(f"  {f.name}: {_yaml_value(default)}")
     return "\n".join(out) + "\n"
 
 

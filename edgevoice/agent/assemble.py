@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Optional
 
 from edgevoice.config import Config, LlmConfig, Paths
-from edgevoice.errors import ModelError
+from edgevoice.errors import ModelError, UserError
 from edgevoice.llm.router import Router
 
 log = logging.getLogger(__name__)
@@ -36,9 +36,9 @@ def resolve_llm_model(llm: LlmConfig, paths: Paths, override: Optional[str]) -> 
     return default if default.is_file() else None
 
 
-def load_targets(cfg: Config, paths: Paths, llm_model: Optional[str], *,
-                 require_model: bool = False) -> dict:
-    """Load the local target if a model is available. Missing model: warn (or raise when
+def load_local(cfg: Config, paths: Paths, llm_model: Optional[str], *,
+               require_model: bool = False) -> dict:
+    """The local target if a model is available. Missing model: warn (or raise when
     ``require_model``); corrupt model: always a ``ModelError`` naming the file."""
     path = resolve_llm_model(cfg.llm, paths, llm_model)
     hint = GET_MODEL_HINT.format(models=paths.models)
@@ -58,7 +58,69 @@ def load_targets(cfg: Config, paths: Paths, llm_model: Optional[str], *,
     return {"local": target}
 
 
+def load_remotes(remotes: dict) -> dict:
+    """One OpenAI-compatible target per configured remote (name -> RemoteConfig)."""
+    from edgevoice.llm.openai_target import OpenAITarget
+
+    return {name: OpenAITarget(rc, name=name) for name, rc in remotes.items()}
+
+
+def remote_configs(cfg: Config, url: Optional[str], model: Optional[str]) -> dict:
+    """Configured remotes plus the one given with --remote/--remote-model (named "remote")."""
+    remotes = dict(getattr(cfg, "remotes", {}) or {})
+    if url:
+        from edgevoice.config import RemoteConfig
+
+        if not model:
+            raise UserError("--remote needs --remote-model NAME (the model id the server serves)")
+        remotes["remote"] = RemoteConfig(base_url=url, model=model)
+    elif model:
+        raise UserError("--remote-model needs --remote URL")
+    return remotes
+
+
 def make_router(cfg: Config, paths: Paths, llm_model: Optional[str], *,
-                require_model: bool = False) -> Router:
-    """A router whose targets load on first use (`ask "what time is it"` loads no model)."""
-    return Router(lambda: load_targets(cfg, paths, llm_model, require_model=require_model))
+                require_model: bool = False, remote_url: Optional[str] = None,
+                remote_model: Optional[str] = None, policy: Optional[str] = None) -> Router:
+    """A router whose targets load on first use (`ask "what time is it"` loads no model).
+
+    Under policy ``local`` remote targets are not even created: nothing leaves the machine.
+    """
+    policy = policy or cfg.llm.policy
+    remotes = remote_configs(cfg, remote_url, remote_model)
+    if policy != "local" and not remotes:
+        raise UserError(f"policy {policy} needs a remote target: add one under `remotes` in the "
+                        "config or pass --remote URL --remote-model NAME")
+
+    def load() -> dict:
+        targets = {}
+        if policy != "local":
+            targets.update(load_remotes(remotes))
+        need_local = require_model and policy == "local"
+        targets.update(load_local(cfg, paths, llm_model, require_model=need_local))
+        return targets
+
+    return Router(load, policy, cfg.llm.first_audio_budget_ms)
+
+
+def prepare_targets(router: Router, paths: Paths) -> None:
+    """Warm every target up before the first turn; calibrate local speed for `auto`.
+
+    A remote that is down at start is not fatal: its circuit opens and the half-open probe
+    brings it back later.
+    """
+    from edgevoice.llm.protocol import TargetError
+
+    for name, target in router.targets.items():
+        try:
+            target.warm_up()
+        except TargetError as exc:
+            log.warning("%s is not reachable now (%s); turns go elsewhere until it is", name, exc)
+            router.record_failure(target, exc)
+    if router.policy == "auto" and router.local is not None:
+        from edgevoice.llm.calibrate import calibrate
+
+        prefill, decode = calibrate(router.local, paths.cache / "calibration.json")
+        estimate = router.estimate("local")
+        estimate.prefill_tps.add(prefill)
+        estimate.decode_tps.add(decode)
