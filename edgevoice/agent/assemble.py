@@ -103,7 +103,7 @@ def make_router(cfg: Config, paths: Paths, llm_model: Optional[str], *,
     return Router(load, policy, cfg.llm.first_audio_budget_ms)
 
 
-def prepare_targets(router: Router, paths: Paths) -> None:
+def prepare_targets(router: Router, paths: Paths, *, calibrate_local: bool | None = None) -> None:
     """Warm every target up before the first turn; calibrate local speed for `auto`.
 
     A remote that is down at start is not fatal: its circuit opens and the half-open probe
@@ -117,7 +117,9 @@ def prepare_targets(router: Router, paths: Paths) -> None:
         except TargetError as exc:
             log.warning("%s is not reachable now (%s); turns go elsewhere until it is", name, exc)
             router.record_failure(target, exc)
-    if router.policy == "auto" and router.local is not None:
+    if calibrate_local is None:
+        calibrate_local = router.policy == "auto"
+    if calibrate_local and router.local is not None:
         from edgevoice.llm.calibrate import calibrate
 
         prefill, decode = calibrate(router.local, paths.cache / "calibration.json")
