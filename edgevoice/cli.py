@@ -203,6 +203,55 @@ def cmd_say(args) -> int:
     return 0
 
 
+def _router_for_targets(args):
+    from edgevoice.agent.assemble import make_router, prepare_targets
+
+    cfg, paths = _load(args)
+    router = make_router(cfg, paths, args.llm_model, remote_url=args.remote,
+                         remote_model=args.remote_model, policy=args.policy)
+    prepare_targets(router, paths, calibrate_local=True)
+    for target in router.remotes:
+        router.healthy(target)
+    return router
+
+
+def cmd_targets(args) -> int:
+    router = _router_for_targets(args)
+    try:
+        rows = router.status()
+        if args.json:
+            _emit({"policy": router.policy, "budget_ms": router.budget_ms, "targets": rows})
+            return 0
+        print(f"policy {router.policy}, first-clause budget {router.budget_ms:.0f} ms")
+        if not rows:
+            print("no targets: no local model and no remote configured")
+        for r in rows:
+            e = r["estimates"]
+            print(f"{r['name']:10s} {r['kind']:6s} {r['model']:30s} {r['circuit']:9s} "
+                  f"prefill {e['prefill_tps']} tok/s, decode {e['decode_tps']} tok/s, "
+                  f"overhead {e['overhead_ms']} ms, rtt {e['rtt_ms']} ms"
+                  + (f"  last error: {r['last_error']}" if r["last_error"] else ""))
+    finally:
+        router.close()
+    return 0
+
+
+def cmd_bench_targets(args) -> int:
+    from edgevoice.bench import bench_targets, print_rows
+
+    router = _router_for_targets(args)
+    try:
+        rows = bench_targets(router, args.requests,
+                             progress=lambda m: print(m, file=sys.stderr, flush=True))
+    finally:
+        router.close()
+    if args.json:
+        _emit({"targets": rows})
+    else:
+        print_rows(rows)
+    return 0
+
+
 def _human_event(event: dict) -> None:
     kind = event["event"]
     if kind == "transcript":
@@ -223,27 +272,30 @@ def cmd_run(args) -> int:
     import asyncio
     import signal
 
+    from edgevoice.activation import make_transcriber
     from edgevoice.agent.assemble import make_router, prepare_targets
     from edgevoice.agent.brain import Brain
     from edgevoice.agent.manager import TurnManager
     from edgevoice.agent.outputs import DeviceOutput, FileOutput
     from edgevoice.asr.select import make_recognizer
-    from edgevoice.transcriber import StreamingTranscriber
+    from edgevoice.control.server import ControlServer, run_agent
     from edgevoice.tts.pyttsx3_backend import Pyttsx3Synthesizer
 
     cfg, paths = _load(args)
     emit = _emit if args.json else _human_event
     router = make_router(cfg, paths, args.llm_model, remote_url=args.remote,
                          remote_model=args.remote_model, policy=args.policy)
-    synth = source = output = None
+    synth = source = output = control = None
     try:
+        # Bound before anything slow, so a second daemon is refused at once.
+        control = ControlServer.for_run(cfg, args.config, file_mode=bool(args.input))
         prepare_targets(router, paths)
         synth = Pyttsx3Synthesizer(cfg.tts)
         synth.warm_up()
         recognizer = make_recognizer(cfg.asr, paths, cfg.audio.sample_rate)
         if not args.json:
             print(_asr_notice(recognizer), file=sys.stderr)
-        transcriber = StreamingTranscriber(cfg.vad, recognizer, cfg.asr.partial_interval_ms)
+        transcriber = make_transcriber(cfg, recognizer)
         if args.input:
             from edgevoice.audio.filesource import RealtimeFileSource
 
@@ -272,13 +324,15 @@ def cmd_run(args) -> int:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, manager.stop)
-            await manager.run()
+            loop.add_signal_handler(signal.SIGUSR1, manager.push_to_talk_signal, True)
+            loop.add_signal_handler(signal.SIGUSR2, manager.push_to_talk_signal, False)
+            await run_agent(manager, control)
 
         if not args.json:
             print("ready — speak; Ctrl+C to stop", file=sys.stderr, flush=True)
         asyncio.run(main_loop())
     finally:
-        for part in (output, source, synth):
+        for part in (output, source, synth, control):
             if part is not None:
                 part.close()
         router.close()
@@ -394,6 +448,23 @@ def build_parser() -> argparse.ArgumentParser:
     _remote_options(p)
     p.set_defaults(func=cmd_ask)
 
+    p = sub.add_parser("targets", parents=[common],
+                       help="LLM targets: health and measured latency")
+    p.add_argument("--llm-model", metavar="PATH", help="GGUF model file (overrides llm.model)")
+    p.add_argument("--json", action="store_true")
+    _remote_options(p)
+    p.set_defaults(func=cmd_targets)
+
+    p = sub.add_parser("bench", parents=[common], help="benchmarks that print figures")
+    bsub = p.add_subparsers(dest="bench_command", metavar="WHAT", required=True)
+    b = bsub.add_parser("targets", parents=[common],
+                        help="time to first token, tokens/s, router overhead per target")
+    b.add_argument("-n", "--requests", type=int, default=5, help="requests per target")
+    b.add_argument("--llm-model", metavar="PATH", help="GGUF model file (overrides llm.model)")
+    b.add_argument("--json", action="store_true")
+    _remote_options(b)
+    b.set_defaults(func=cmd_bench_targets)
+
     p = sub.add_parser("say", parents=[common], help="speak a text")
     p.add_argument("text")
     p.add_argument("-o", "--output", metavar="OUT.wav", help="write a WAV instead of playing")
@@ -401,6 +472,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_say)
 
     # -- more subcommands register here (one call per module) --
+    __import__("edgevoice.modelstore.cli", fromlist=["_"]).add_models_parser(sub, common)
+    __import__("edgevoice.doctor", fromlist=["_"]).add_doctor_parser(sub, common)
+    __import__("edgevoice.control.cli", fromlist=["_"]).register(sub, common)
 
     p = sub.add_parser("devices", parents=[common], help="list audio devices")
     p.add_argument("--json", action="store_true")

@@ -76,7 +76,8 @@ class AsrConfig:
     )
     vosk_model: Optional[str] = opt(
         None,
-        "vosk model folder (path); null = look for vosk-model-small-en-us-0.15 in the models dir",
+        "vosk model: a folder (path) or a catalog name (`edgevoice models list`); null = "
+        "vosk-model-small-en-us-0.15 in the models dir if it is there",
     )
     partial_interval_ms: int = opt(250, "how often partial transcripts are produced", unit="ms",
                                    min=0, max=5000)
@@ -96,8 +97,9 @@ class LlmConfig:
     """The local language model (llama.cpp)."""
 
     model: Optional[str] = opt(
-        None, "GGUF file (path); null = gemma-2-2b-it-Q4_K_M.gguf in the models dir if there, "
-        "else none (built-in intents only)")
+        None, "GGUF file (path) or a catalog name (`edgevoice models list`, e.g. gemma-3-1b-it); "
+        "null = gemma-2-2b-it-Q4_K_M.gguf in the models dir if there, else none (built-in "
+        "intents only)")
     n_ctx: int = opt(4096, "context window", unit="tokens", min=256, max=131072)
     threads: int = opt(0, "decode threads; 0 = all cores but one (the audio path keeps one)", min=0,
                        max=256)
@@ -147,6 +149,9 @@ class RemoteConfig:
     max_tokens_field: Literal["max_completion_tokens", "max_tokens", "both"] = opt(
         "both", "which request field carries the reply limit: max_completion_tokens (Cerebras, "
         "OpenAI), max_tokens (llama.cpp's Python server, older servers) or both")
+    fold_system_prompt: bool = opt(
+        False, "send the system prompt as the start of the first user message, for models whose "
+        "chat template rejects a system role (Gemma 2 behind llama.cpp's server)")
     extra_body: dict[str, object] = opt(
         None, "extra request fields merged into each request body, e.g. {reasoning_effort: low}",
         factory=dict)
@@ -171,6 +176,40 @@ class AgentConfig:
 
 
 @dataclass(frozen=True)
+class ActivationConfig:
+    """When speech counts as a request: always (open mic), push-to-talk, or after a wake phrase."""
+
+    mode: Literal["always", "push_to_talk", "wake_word"] = opt(
+        "always", "always = every utterance is a turn (open mic); push_to_talk = only speech "
+        "between ptt_start and ptt_stop (`edgevoice ctl ptt-start`, or SIGUSR1 / SIGUSR2); "
+        "wake_word = the utterance after the wake phrase")
+    wake_phrase: str = opt(
+        "hey computer", "wake phrase: words from pocketsphinx's bundled dictionary or "
+        "`wake_pronunciations`")
+    wake_threshold: float = opt(
+        -30.0, "wake phrase detection threshold as a power of ten (pocketsphinx kws_threshold = "
+        "1e<value>): higher = fewer false wakes, lower = fewer misses; measure with "
+        "benchmarks/wake_word_eval.py",
+        unit="log10", min=-80.0, max=0.0)
+    wake_pronunciations: Optional[str] = opt(
+        None, "pronunciations for wake words the dictionary lacks, in CMU phones, e.g. "
+        "`jeeves: JH IY V Z; edgy: EH JH IY`")
+    wake_timeout_s: float = opt(
+        5.0, "after a wake phrase said alone, how long the request may take to begin", unit="s",
+        min=0.5, max=60.0)
+
+
+@dataclass(frozen=True)
+class ControlConfig:
+    """The local control API: a Unix socket speaking JSON lines (`edgevoice ctl`, the tray)."""
+
+    enabled: bool = opt(True, "serve the control API while `edgevoice run` runs")
+    socket: Optional[str] = opt(
+        None, "socket path; null = $XDG_RUNTIME_DIR/edgevoice/control.sock (the platformdirs "
+        "runtime dir). File mode (`run --input`) serves the API only when this is set")
+
+
+@dataclass(frozen=True)
 class Config:
     audio: AudioConfig = field(default_factory=AudioConfig)
     vad: VadConfig = field(default_factory=VadConfig)
@@ -179,6 +218,11 @@ class Config:
     tts: TtsConfig = field(default_factory=TtsConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
+    activation: ActivationConfig = field(default_factory=ActivationConfig)
+    control: ControlConfig = field(default_factory=ControlConfig)
+    remotes: dict[str, RemoteConfig] = opt(
+        None, "remote LLM targets by name, each a RemoteConfig section (used under llm.policy "
+        "remote or auto only)", factory=dict)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -406,6 +450,8 @@ def iter_fields(cls=Config, prefix: str = ""):
         path = f"{prefix}{f.name}"
         if dataclasses.is_dataclass(tp):
             yield from iter_fields(tp, path + ".")
+        elif _dict_value_class(tp) is not None:
+            yield from iter_fields(_dict_value_class(tp), path + ".NAME.")
         else:
             yield path, f, tp
 
@@ -437,6 +483,30 @@ def _yaml_value(value) -> str:
         .strip()
 
 
+def _dict_value_class(tp):
+    """The dataclass of a ``dict[str, Dataclass]`` section, else None."""
+    if typing.get_origin(tp) is dict:
+        value = typing.get_args(tp)[1]
+        if dataclasses.is_dataclass(value):
+            return value
+    return None
+
+
+def _render_fields(cls, indent: str) -> list[str]:
+    out = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        meta = f.metadata
+        unit = f" [{meta['unit']}]" if meta.get("unit") else ""
+        rng = ""
+        if meta.get("min") is not None or meta.get("max") is not None:
+            rng = f"; {_range_text(f).replace('allowed ', '')}"
+        out.append(f"{indent}# {meta.get('help', '')}{unit} ({_type_name(hints[f.name])}{rng})")
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        out.append(f"{indent}{f.name}: {_yaml_value(default)}")
+    return out
+
+
 def render_example() -> str:
     """The text of ``config.example.yaml``: every key at its default, documented from metadata.
 
@@ -451,21 +521,18 @@ def render_example() -> str:
     hints = typing.get_type_hints(Config)
     for section in dataclasses.fields(Config):
         cls = hints[section.name]
+        named = _dict_value_class(cls)
+        if named is not None:
+            out += ["", f"# {section.metadata.get('help', '')}", f"{section.name}: {{}}",
+                    "# For example (uncomment; one entry per target, any name):",
+                    f"# {section.name}:", "#   cs3:"]
+            out += ["#" + line for line in _render_fields(named, "     ")]
+            continue
         out += ["", f"{section.name}:"]
         doc = (cls.__doc__ or "").strip()
         if doc and not doc.startswith(cls.__name__ + "("):
             out.insert(len(out) - 1, f"# {doc}")
-        section_hints = typing.get_type_hints(cls)
-        for f in dataclasses.fields(cls):
-            meta = f.metadata
-            unit = f" [{meta['unit']}]" if meta.get("unit") else ""
-            rng = ""
-            if meta.get("min") is not None or meta.get("max") is not None:
-                rng = f"; {_range_text(f).replace('allowed ', '')}"
-            typ = _type_name(section_hints[f.name])
-            out.append(f"  # {meta.get('help', '')}{unit} ({typ}{rng})")
-            default = f.default_factory() if f.default is dataclasses.MISSING else f.default
-            out.append(f"  {f.name}: {_yaml_value(default)}")
+        out += _render_fields(cls, "  ")
     return "\n".join(out) + "\n"
 
 

@@ -19,3 +19,7 @@ class ModelError(UserError):
 
 class AudioDeviceError(UserError):
     """An audio device or the PortAudio library is missing, busy or unusable."""
+
+
+class CommandError(UserError):
+    """A control command that can't be done now (push-to-talk while it is off, a bad policy...)."""

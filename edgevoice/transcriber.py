@@ -53,13 +53,14 @@ class StreamingTranscriber:
         self._last_partial_at = float("-inf")
 
     def feed(self, chunk: AudioChunk) -> Iterator[TranscriberEvent]:
-        return self._handle(self.segmenter.feed(chunk))
+        return self.handle(self.segmenter.feed(chunk))
 
     def flush(self) -> Iterator[TranscriberEvent]:
         """End of stream: finish an utterance still open."""
-        return self._handle(self.segmenter.flush())
+        return self.handle(self.segmenter.flush())
 
-    def _handle(self, events: Iterable) -> Iterator[TranscriberEvent]:
+    def handle(self, events: Iterable) -> Iterator[TranscriberEvent]:
+        """Segmenter events in, transcriber events out (activation modes feed it their own)."""
         for event in events:
             if isinstance(event, SpeechStart):
                 self._start_ms = event.start_ms

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
+from _daemon import compose
 
 from edgevoice.agent.brain import MUTED_ACK, Brain
 from edgevoice.agent.intents import NO_MODEL_REPLY, match_intent
@@ -141,24 +142,11 @@ def _envelope(path: Path, hop_s: float = 0.02):
     return np.sqrt((frames**2).mean(axis=1)) > 0.01, hop_s
 
 
-def _compose(parts: list[tuple[Path, float]], path: Path) -> list[tuple[float, float]]:
-    """Real clips joined with silence after each; returns each clip's (start, end) in s."""
-    chunks, spans, t = [], [], 0.0
-    for clip, gap in parts:
-        audio, rate = soundfile.read(clip, dtype="int16")
-        assert rate == 16000
-        chunks += [audio, np.zeros(int(gap * rate), np.int16)]
-        spans.append((t, t + len(audio) / rate))
-        t += (len(audio) + int(gap * rate)) / rate
-    soundfile.write(path, np.concatenate(chunks), 16000)
-    return spans
-
-
 @needs_speech
 def test_file_mode_one_turn_per_utterance_with_reply_audio_after_each(
         tmp_path, tiny_gguf, short_replies):
     inp, out_wav = tmp_path / "in.wav", tmp_path / "out.wav"
-    spans = _compose([(SPEECH / "pocketsphinx__goforward.wav", 5.0),
+    spans = compose([(SPEECH / "pocketsphinx__goforward.wav", 5.0),
                       (SPEECH / "speechbrain__spk1_snt1.wav", 5.0),
                       (SPEECH / "speechbrain__spk1_snt3.wav", 4.0)], inp)
     out = run_cli("--config", str(short_replies), "run", "--input", str(inp), "--output",
@@ -247,3 +235,30 @@ def test_a_failing_synthesizer_ends_the_turn_with_an_error_not_a_hang(tmp_path):
     turn = events[kinds.index("turn")]
     assert turn["interrupted"] and turn["spoken"] == ""
     assert events[-1] == {"event": "state", "state": "listening"}
+
+
+@needs_speech
+def test_daemon_tells_systemd_it_is_ready_and_keeps_the_watchdog_fed(tmp_path):
+    """Type=notify + WatchdogSec: READY=1 once the loop runs, WATCHDOG=1 from the turn loop."""
+    import socket
+
+    addr = str(tmp_path / "notify")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(addr)
+    sock.settimeout(30)
+    out = run_cli("run", "--input", str(SPEECH / "speechbrain__spk2_snt2.wav"), "--output",
+                  str(tmp_path / "o.wav"), "--json",
+                  env={"NOTIFY_SOCKET": addr, "WATCHDOG_USEC": "400000",
+                       "XDG_DATA_HOME": str(tmp_path)})
+    assert out.returncode == 0, out.stderr
+    messages = []
+    sock.settimeout(0.5)
+    try:
+        while True:
+            messages.append(sock.recv(4096).decode())
+    except TimeoutError:
+        pass
+    text = "\n".join(messages)
+    assert "READY=1" in text and "STOPPING=1" in text
+    assert text.count("WATCHDOG=1") >= 2  # the clip lasts ~2 s; keep-alives every 0.2 s
+    assert text.index("READY=1") < text.index("STOPPING=1")

@@ -4,16 +4,14 @@ barge-in — speech injected during playback stops the output."""
 
 from __future__ import annotations
 
-import json
-import queue
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import numpy as np
 import pytest
+from _daemon import EventStream
 
 from edgevoice.evaluation import speech_dir
 
@@ -21,32 +19,14 @@ SPEECH = speech_dir()
 pytestmark = pytest.mark.skipif(SPEECH is None, reason="speech clips not found")
 
 
-class Agent:
+class Agent(EventStream):
     """`edgevoice run --json` in a subprocess, its events readable with a timeout."""
 
     def __init__(self, pulse, *args: str) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "edgevoice", *args, "--json"],
             env=pulse.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.events: queue.Queue = queue.Queue()
-        self.seen: list[dict] = []
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self) -> None:
-        for line in self.proc.stdout:
-            self.events.put(json.loads(line))
-        self.events.put(None)
-
-    def wait_for(self, pred, timeout: float = 30.0) -> dict:
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            assert left > 0, f"timed out; events so far: {self.seen}"
-            event = self.events.get(timeout=left)
-            assert event is not None, f"agent exited: {self.proc.stderr.read()}"
-            self.seen.append(event)
-            if pred(event):
-                return event
+        self._start_pump()
 
     def stop(self) -> tuple[int, str]:
         self.proc.send_signal(signal.SIGTERM)

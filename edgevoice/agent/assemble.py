@@ -15,8 +15,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_GGUF = "gemma-2-2b-it-Q4_K_M.gguf"
 GET_MODEL_HINT = (
-    f"download a Gemma 2 2B instruct GGUF ({DEFAULT_GGUF}, 1.7 GB) into {{models}} "
-    "or set `llm.model` / --llm-model to a .gguf file"
+    "run `edgevoice models pull gemma-2-2b-it` (1.7 GB, Gemma Terms of Use) to get "
+    f"{DEFAULT_GGUF} into {{models}}, or set `llm.model` / --llm-model to a .gguf file "
+    "or a catalog name (`edgevoice models list`)"
 )
 
 
@@ -28,10 +29,9 @@ def resolve_llm_model(llm: LlmConfig, paths: Paths, override: Optional[str]) -> 
     """
     name = override or llm.model
     if name:
-        path = Path(name).expanduser()
-        if not path.is_absolute() and not path.exists() and (paths.models / path).exists():
-            path = paths.models / path
-        return path
+        from edgevoice.modelstore.resolve import resolve_model
+
+        return resolve_model(name, "llm", paths)  # a path, or a catalog name (never downloads)
     default = paths.models / DEFAULT_GGUF
     return default if default.is_file() else None
 
@@ -47,7 +47,10 @@ def load_local(cfg: Config, paths: Paths, llm_model: Optional[str], *,
                     hint)
         return {}
     if not path.exists():
-        message = f"language model {path} does not exist; {hint}"
+        from edgevoice.modelstore.resolve import pull_hint
+
+        pull = pull_hint(str(llm_model or cfg.llm.model or path), paths)
+        message = f"language model {path} does not exist; {pull or hint}"
         if require_model:
             raise ModelError(message)
         log.warning("%s — only built-in intents are answered until then", message)
@@ -73,7 +76,9 @@ def remote_configs(cfg: Config, url: Optional[str], model: Optional[str]) -> dic
 
         if not model:
             raise UserError("--remote needs --remote-model NAME (the model id the server serves)")
-        remotes["remote"] = RemoteConfig(base_url=url, model=model)
+        # Quick CLI remotes fold the system prompt into the first user turn: it works with every
+        # chat template, and Gemma's (served by llama.cpp) rejects a system role outright.
+        remotes["remote"] = RemoteConfig(base_url=url, model=model, fold_system_prompt=True)
     elif model:
         raise UserError("--remote-model needs --remote URL")
     return remotes

@@ -21,12 +21,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Optional, Protocol
 
+from edgevoice import sdnotify
+from edgevoice.activation import Activation
 from edgevoice.agent.brain import Brain, Decision
 from edgevoice.agent.outputs import AudioOutput, Scheduled
 from edgevoice.agent.turn import Turn
 from edgevoice.audio.format import AudioChunk
-from edgevoice.config import AgentConfig
+from edgevoice.config import ActivationConfig, AgentConfig
 from edgevoice.endpoint import SpeechStart
+from edgevoice.errors import CommandError
 from edgevoice.transcriber import Partial, StreamingTranscriber, Utterance
 from edgevoice.tts.clauses import ClauseSplitter
 from edgevoice.tts.protocol import Synthesizer
@@ -107,6 +110,7 @@ class TurnManager:
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._input_ended = False
         self._deaf = False  # the current utterance began while we were talking (barge_in off)
+        self._control_init()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -115,9 +119,13 @@ class TurnManager:
         ear = threading.Thread(target=self._ear, name="edgevoice-ear", daemon=True)
         ear.start()
         self._set_state("listening")
+        sdnotify.ready()
+        keepalive = asyncio.get_running_loop().create_task(self._watchdog())
         try:
             await self._stop.wait()
         finally:
+            sdnotify.stopping()
+            keepalive.cancel()
             self._ear_stop.set()
             if self._active is not None:
                 self._interrupt("shutdown")
@@ -127,6 +135,15 @@ class TurnManager:
 
     def stop(self) -> None:
         self._stop.set()
+
+    async def _watchdog(self) -> None:
+        """systemd keep-alives from the loop that owns the turns: a stuck loop stops them."""
+        interval = sdnotify.watchdog_interval()
+        if interval is None:
+            return
+        while True:
+            sdnotify.watchdog()
+            await asyncio.sleep(interval)
 
     # -- the ear thread: VAD + ASR, nothing else -------------------------------------------
 
@@ -165,6 +182,7 @@ class TurnManager:
     def _set_state(self, state: str) -> None:
         if state != self.state:
             self.state = state
+            sdnotify.status(state)
             self.emit({"event": "state", "state": state})
 
     def _on_ear_event(self, event) -> None:
@@ -177,6 +195,8 @@ class TurnManager:
         elif isinstance(event, _InputEnded):
             self._input_ended = True
             self._maybe_finish_input()
+        else:
+            self._on_control_ear_event(event)
 
     def _on_speech_start(self) -> None:
         talking = self._active is not None or self.output.idle_at() > time.monotonic()
@@ -332,3 +352,154 @@ class TurnManager:
     def _maybe_finish_input(self) -> None:
         if self._input_ended and self._active is None and self.stop_at_input_end:
             self.stop()
+
+    # -- control commands ----------------------------------------------------------------------
+    # Verbs of the control API (edgevoice.control.server) and the push-to-talk signals. All run
+    # on the loop; a command that can't be done now raises CommandError with the reason.
+
+    def _control_init(self) -> None:
+        self._control_sink = self.emit
+        self._listeners: list[Callable[[dict], None]] = []
+        self._waiters: dict[int, asyncio.Future] = {}
+        self.emit = self._control_emit
+
+    def _control_emit(self, event: dict) -> None:
+        """The configured sink first, then listeners; a turn's end resolves its waiter."""
+        self._control_sink(event)
+        if event.get("event") in ("turn", "ignored"):
+            waiter = self._waiters.pop(event.get("id"), None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(event)
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:  # a broken listener must not break the turn that emitted
+                log.exception("event listener failed")
+
+    def add_listener(self, listener: Callable[[dict], None]) -> None:
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Callable[[dict], None]) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    def _on_control_ear_event(self, event) -> None:
+        if isinstance(event, Activation):
+            self.emit({"event": "activation", "mode": event.mode, "active": event.active,
+                       "reason": event.reason, "at": round(event.at_ms / 1000, 3)})
+
+    def activation_status(self) -> dict:
+        mode = getattr(self.transcriber, "mode", "always")
+        return {"mode": mode, "active": bool(getattr(self.transcriber, "active", True))}
+
+    def status(self) -> dict:
+        """What a tray or HMI shows: state, mute, policy, activation, last turn, targets."""
+        router = self.brain.router
+        current = self._active.turn if self._active is not None else None
+        last = next((t for t in reversed(self.turns) if t is not current), None)
+        return {
+            "state": self.state,
+            "muted": self.brain.muted,
+            "policy": router.policy,
+            "activation": self.activation_status(),
+            "barge_in": self.cfg.barge_in,
+            "turn_active": current is not None,
+            "last_turn": None if last is None else {
+                "id": last.id, "target": last.metrics.target,
+                "interrupted": last.interrupted, "latency_ms": last.metrics.latency_ms()},
+            "targets": [{"name": info.name, "kind": info.kind, "model": info.model,
+                         "device": info.device}
+                        for info in (t.describe() for t in router.targets.values())],
+        }
+
+    def set_muted(self, muted: bool) -> None:
+        """Muted: only the spoken "unmute" is answered (as the voice intent)."""
+        self.brain.muted = muted
+        self.emit({"event": "muted", "muted": muted})
+        if self._active is None:
+            self._set_state("muted" if muted else "listening")
+
+    def set_policy(self, policy: str) -> None:
+        from edgevoice.llm.router import POLICIES
+
+        if policy not in POLICIES:
+            raise CommandError(f"policy must be one of {', '.join(POLICIES)}, not {policy!r}")
+        self.brain.router.policy = policy
+        self.emit({"event": "policy", "policy": policy})
+
+    def push_to_talk(self, pressed: bool) -> None:
+        """Press: stop any reply at once (the button is explicit, whatever barge_in says) and
+        open the gate; release: the utterance ends now."""
+        mode = self.activation_status()["mode"]
+        if mode != "push_to_talk":
+            raise CommandError(f"push-to-talk is off: activation.mode is {mode} (set it to "
+                               "push_to_talk in the config and reload)")
+        if pressed:
+            if self._active is not None:
+                self._interrupt("push-to-talk")
+            elif self.output.idle_at() > time.monotonic():
+                self.output.clear()
+            self.transcriber.press()
+        else:
+            self.transcriber.release()
+
+    def push_to_talk_signal(self, pressed: bool) -> None:
+        """SIGUSR1 / SIGUSR2 (a steering-wheel button): like the command, but never raises."""
+        try:
+            self.push_to_talk(pressed)
+        except CommandError as exc:
+            log.warning("ignored push-to-talk signal: %s", exc)
+
+    def cancel_turn(self) -> bool:
+        """Stop the current reply (like the spoken "stop"); False when nothing was playing."""
+        if self._active is not None:
+            self._interrupt("cancelled")
+            return True
+        if self.output.idle_at() > time.monotonic():
+            self.output.clear()
+            return True
+        return False
+
+    def say(self, text: str) -> asyncio.Future:
+        """Speak ``text`` as a turn, no model involved; resolves to the turn event."""
+        return self._text_turn("", Decision("intent", "say", "control: say", text))
+
+    def ask(self, text: str) -> asyncio.Future:
+        """A turn from text, as if it had been heard; resolves to the turn (or ignored) event."""
+        return self._text_turn(text, None)
+
+    def _text_turn(self, text: str, decision: Optional[Decision]) -> asyncio.Future:
+        loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        if self._active is not None:
+            self._interrupt("new request")
+        elif self.output.idle_at() > now:
+            self.output.clear()
+        decision = decision or self.brain.decide(text)
+        turn = Turn(text)
+        turn.metrics.speech_end = now  # latency counts from the command
+        turn.metrics.mark("asr_final", now)
+        turn.metrics.target, turn.metrics.route_reason = decision.target, decision.reason
+        waiter = loop.create_future()
+        self._waiters[turn.id] = waiter
+        if text:
+            self.emit({"event": "transcript", "id": turn.id, "text": text, "source": "control"})
+        if decision.kind == "ignore":
+            self.emit({"event": "ignored", "id": turn.id, "reason": decision.reason})
+            return waiter
+        active = _ActiveTurn(turn, decision)
+        self._active = active
+        self.turns.append(turn)
+        active.task = loop.create_task(self._run_turn(active))
+        active.task.add_done_callback(lambda task: self._turn_done(active, task))
+        return waiter
+
+    def apply_config(self, agent: AgentConfig, activation: ActivationConfig,
+                     spotter=None) -> None:
+        """What `reload` can change live: the agent section and the activation mode."""
+        reconfigure = getattr(self.transcriber, "reconfigure", None)
+        if reconfigure is None and activation.mode != "always":
+            raise CommandError("this agent was started without activation modes")
+        self.cfg = agent
+        if reconfigure is not None:
+            reconfigure(activation, spotter)

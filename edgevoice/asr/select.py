@@ -8,7 +8,7 @@ from pathlib import Path
 from edgevoice.asr.protocol import Recognizer
 from edgevoice.asr.vosk_backend import DEFAULT_VOSK_MODEL, missing_model_error
 from edgevoice.config import AsrConfig, Paths
-from edgevoice.errors import UserError
+from edgevoice.errors import ModelError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -16,10 +16,10 @@ log = logging.getLogger(__name__)
 def _vosk_folder(cfg: AsrConfig, paths: Paths) -> tuple[Path, bool]:
     """The vosk model folder to use and whether the user named it explicitly."""
     if cfg.vosk_model:
-        folder = Path(cfg.vosk_model).expanduser()
-        if not folder.is_absolute() and not folder.exists():
-            folder = paths.models / folder  # a bare name means "in the models dir"
-        return folder, True
+        from edgevoice.modelstore.resolve import resolve_model
+
+        # A path, or a name: a catalog model or a folder in the models dir (never downloads).
+        return resolve_model(cfg.vosk_model, "asr", paths), True
     return paths.models / DEFAULT_VOSK_MODEL, False
 
 
@@ -37,6 +37,12 @@ def make_recognizer(cfg: AsrConfig, paths: Paths, sample_rate: int = 16000) -> R
                 "`edgevoice models pull %s`", DEFAULT_VOSK_MODEL)
     if backend == "vosk":
         if not folder.is_dir():
+            from edgevoice.modelstore.resolve import pull_hint
+
+            pull = pull_hint(cfg.vosk_model or DEFAULT_VOSK_MODEL, paths)
+            if pull:
+                raise ModelError(f"vosk model folder {folder} does not exist; {pull}, or set "
+                                 "`asr.backend: pocketsphinx`")
             raise missing_model_error(folder, "does not exist")
         try:
             from edgevoice.asr.vosk_backend import VoskRecognizer

@@ -116,13 +116,16 @@ class PulseServer:
             PULSE_CLIENTCONFIG=str(client_conf),  # autospawn off: never start the user's server
             PULSE_SINK="vspk",
             PULSE_SOURCE="vmic.monitor",
+            # Programs under test get their own runtime dir: a daemon's control socket never
+            # collides with the user's or another test's.
+            XDG_RUNTIME_DIR=str(self.root / "client-runtime"),
         )
         self._client_conf = client_conf
 
     def start(self, timeout: float = 10.0) -> PulseServer:
         check_installed()
-        for sub in ("home", "runtime", "state", "config"):
-            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        for sub in ("home", "runtime", "state", "config", "client-runtime"):
+            (self.root / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
         self._client_conf.write_text("autospawn = no\n")
         # The daemon gets its own HOME/XDG dirs so it never touches the user's; as root it
         # prints "not intended to be run as root" and works anyway.

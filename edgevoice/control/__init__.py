@@ -1,0 +1,2 @@
+"""The local control API: JSON lines over a Unix socket (server on the agent's loop; sync
+client)."""
