@@ -9,7 +9,7 @@ ARGS ?=
 # Runtime: speech output (espeak-ng), audio I/O (PortAudio, ALSA's PulseAudio plugin), and what
 # building llama-cpp-python from source needs. Tests add a private PulseAudio server and sox.
 APT_RUN := espeak-ng libportaudio2 libasound2-plugins python3-venv python3-dev build-essential
-APT_TEST := $(APT_RUN) pulseaudio pulseaudio-utils sox systemd desktop-file-utils openssl
+APT_TEST := $(APT_RUN) pulseaudio pulseaudio-utils sox systemd desktop-file-utils openssl xvfb trayer imagemagick
 
 .PHONY: run test lint deps-run deps-test clean
 

@@ -475,6 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
     __import__("edgevoice.modelstore.cli", fromlist=["_"]).add_models_parser(sub, common)
     __import__("edgevoice.doctor", fromlist=["_"]).add_doctor_parser(sub, common)
     __import__("edgevoice.control.cli", fromlist=["_"]).register(sub, common)
+    __import__("edgevoice.tray", fromlist=["_"]).register(sub, common)
 
     p = sub.add_parser("devices", parents=[common], help="list audio devices")
     p.add_argument("--json", action="store_true")

@@ -1,0 +1,320 @@
+"""The tray: its model, icons and menu as plain data, then for real on Xvfb + trayer."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from _daemon import Daemon, compose
+
+from edgevoice.tray import TrayApp
+from edgevoice.tray_model import (
+    ICONS,
+    TrayModel,
+    apply_event,
+    from_status,
+    icon_kind,
+    icon_spec,
+    latency_text,
+    menu_model,
+)
+
+STATUS = {"state": "listening", "muted": False, "policy": "auto",
+          "activation": {"mode": "always", "active": True},
+          "last_turn": {"id": 3, "target": "local", "latency_ms": {"asr_final": 120.0,
+                                                                   "first_audio": 640.4}},
+          "targets": [{"name": "local", "kind": "local"}, {"name": "lan", "kind": "openai"}]}
+
+
+# -- model, icon spec, menu --------------------------------------------------------------------
+
+def test_status_and_events_fold_into_the_icon_kind():
+    model = from_status(STATUS)
+    assert icon_kind(model) == "listening" and model.connected
+    assert icon_kind(TrayModel()) == "offline"
+    steps = [({"event": "state", "state": "thinking"}, "thinking"),
+             ({"event": "state", "state": "speaking"}, "speaking"),
+             ({"event": "muted", "muted": True}, "muted"),            # muted wins over speaking
+             ({"event": "muted", "muted": False}, "speaking"),
+             ({"event": "state", "state": "listening"}, "listening"),
+             ({"event": "turn", "target": "lan", "latency_ms": {"first_audio": 900.0}},
+              "offload"),                                             # last turn went remote
+             ({"event": "turn", "target": "intents", "latency_ms": {}}, "listening"),
+             ({"event": "policy", "policy": "remote"}, "offload"),
+             ({"event": "policy", "policy": "local"}, "listening"),
+             ({"event": "activation", "mode": "push_to_talk", "active": False}, "idle"),
+             ({"event": "partial", "text": "wh"}, "idle")]            # not shown: no change
+    for event, kind in steps:
+        model = apply_event(model, event)
+        assert icon_kind(model) == kind, event
+
+
+def test_icons_differ_and_offload_shows_as_a_badge_while_busy():
+    specs = list(ICONS.values())
+    assert len({s.colour for s in specs}) == len(specs)
+    assert len({s.glyph for s in specs}) == len(specs)
+    busy = apply_event(from_status({**STATUS, "policy": "remote"}),
+                       {"event": "state", "state": "thinking"})
+    assert icon_spec(busy).kind == "thinking" and icon_spec(busy).badge
+    assert not icon_spec(from_status(STATUS)).badge
+
+
+def test_menu_model_follows_the_state():
+    model = from_status(STATUS)
+    entries = {e.text: e for e in menu_model(model)}
+    assert entries["Muted"].checked is False and entries["Muted"].action == "toggle_mute"
+    assert not entries["Push to talk"].enabled                # activation mode is "always"
+    radios = [e for e in entries.values() if e.radio]
+    assert [(e.text, e.checked) for e in radios] == [
+        ("LLM: local", False), ("LLM: auto", True), ("LLM: remote", False)]
+    latency = entries["Last turn: 640 ms (local)"]
+    assert latency.action is None and not latency.enabled
+    assert entries["Open config"].action == "open_config" and "Quit" in entries
+
+    model = apply_event(apply_event(model, {"event": "muted", "muted": True}),
+                        {"event": "activation", "mode": "push_to_talk", "active": False})
+    entries = {e.text: e for e in menu_model(model, owns_daemon=True)}
+    assert entries["Muted"].checked and entries["Push to talk"].enabled
+    assert "Quit (stops the agent)" in entries
+    offline = menu_model(TrayModel())
+    assert not any(e.enabled for e in offline if e.action and e.action.startswith("policy"))
+    assert latency_text(TrayModel()) == "Last turn: —"
+    assert latency_text(TrayModel(last_latency_ms={"asr_final": 80.0, "llm_first_token": 310.0})
+                        ) == "Last turn: 310 ms"              # cut before it spoke
+
+
+def test_icons_are_drawn_in_their_colour():
+    pytest.importorskip("PIL")
+    from edgevoice.tray_icons import render
+
+    for spec in ICONS.values():
+        img = render(spec, 64).convert("RGB")
+        assert img.size == (64, 64)
+        assert img.getpixel((32, 5)) == spec.colour, spec.kind     # the disc, above the glyph
+        assert (255, 255, 255) in {c for _, c in img.getcolors(4096)}  # the glyph
+    badge = render(icon_spec(apply_event(from_status({**STATUS, "policy": "remote"}),
+                                         {"event": "state", "state": "speaking"})))
+    assert badge.convert("RGB").getpixel((52, 12)) == ICONS["offload"].colour
+
+
+# -- against a daemon (no display needed) -------------------------------------------------------
+
+@pytest.fixture
+def quiet_wav(tmp_path):
+    path = tmp_path / "quiet.wav"
+    compose([(None, 120.0)], path)
+    return path
+
+
+def wait_until(pred, timeout: float = 20.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_actions_change_the_daemon_and_events_follow(quiet_wav, tmp_path):
+    daemon = Daemon(quiet_wav)
+    notes: list[str] = []
+    try:
+        daemon.client().close()
+        app = TrayApp(daemon.socket, tmp_path / "cfg" / "config.yaml", notifier=notes.append)
+        app.follow()
+        wait_until(lambda: app.model.connected, what="the event stream")
+        assert app.perform("toggle_mute") == {"muted": True}
+        assert daemon.client().request("status")["muted"] is True
+        wait_until(lambda: app.model.state == "muted", what="the muted state event")
+        app.perform("toggle_mute")
+        app.perform("policy:remote")
+        status = daemon.client().request("status")
+        assert status["muted"] is False and status["policy"] == "remote"
+        assert icon_kind(app.model) == "offload"
+        app.perform("toggle_ptt")                               # refused: not push-to-talk
+        assert notes and "push-to-talk is off" in notes[-1]
+        app.perform("stop_daemon")
+        assert daemon.finish()[0] == 0
+        wait_until(lambda: not app.model.connected, what="the tray to see the daemon go")
+    finally:
+        app.stop()
+        daemon.proc.kill()
+
+
+def test_tray_starts_its_own_daemon_and_stops_it(quiet_wav, tmp_path, monkeypatch):
+    sock = Path(tmp_path / "c.sock")
+    if len(str(sock)) > 100:
+        pytest.skip("tmp path too long for a Unix socket")
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text(f"control:\n  socket: {sock}\n")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))           # no user model: intents only
+    argv = [sys.executable, "-m", "edgevoice", "--config", str(cfg), "run", "--input",
+            str(quiet_wav), "--output", str(tmp_path / "out.wav")]
+    app = TrayApp(sock, cfg, run_argv=argv, notifier=lambda _: None)
+    try:
+        app.attach_or_start(start=True)
+        child = app.child
+        assert child is not None and app.daemon_running()
+        assert any(e.text == "Quit (stops the agent)" for e in app.entries())
+        app.perform("quit")
+        assert child.wait(15) == 0 and not app.daemon_running()
+    finally:
+        if app.child is not None:
+            app.child.kill()
+
+
+# -- for real: Xvfb, trayer, pystray's xorg backend ---------------------------------------------
+
+def _missing() -> str | None:
+    import importlib.util
+
+    for tool, package in [("Xvfb", "xvfb"), ("trayer", "trayer"), ("import", "imagemagick")]:
+        if not shutil.which(tool):
+            return f"`{tool}` not found (apt install {package})"
+    for module, package in [("pystray", "pystray"), ("PIL", "Pillow"), ("Xlib", "python-xlib")]:
+        if importlib.util.find_spec(module) is None:  # not imported: pystray opens the display
+            return f"{package} not installed (pip install 'edgevoice[tray]' python-xlib)"
+    return None
+
+
+needs_x = pytest.mark.skipif(_missing() is not None, reason=_missing() or "")
+
+
+@pytest.fixture
+def xdisplay(monkeypatch):
+    """A private Xvfb with trayer docked at the top-left (64x32), as DISPLAY."""
+    read, write = os.pipe()
+    xvfb = subprocess.Popen(["Xvfb", "-displayfd", str(write), "-screen", "0", "320x240x24",
+                             "-nolisten", "tcp"], pass_fds=(write,), stderr=subprocess.DEVNULL)
+    os.close(write)
+    with os.fdopen(read) as f:
+        number = f.readline().strip()
+    assert number, "Xvfb did not start"
+    display = f":{number}"
+    monkeypatch.setenv("DISPLAY", display)
+    monkeypatch.setenv("PYSTRAY_BACKEND", "xorg")
+    trayer = subprocess.Popen(["trayer", "--edge", "top", "--align", "left", "--widthtype",
+                               "pixel", "--width", "64", "--heighttype", "pixel", "--height",
+                               "32", "--SetDockType", "false", "--transparent", "false"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: tray_owner(display), what="trayer to own the tray selection")
+        yield display
+    finally:
+        for proc in (trayer, xvfb):
+            proc.terminate()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def tray_owner(display: str) -> bool:
+    from Xlib import X
+    from Xlib.display import Display
+
+    d = Display(display)
+    try:
+        return d.get_selection_owner(d.intern_atom("_NET_SYSTEM_TRAY_S0")) != X.NONE
+    finally:
+        d.close()
+
+
+def screenshot(display: str):
+    from PIL import Image
+
+    png = subprocess.run(["import", "-display", display, "-window", "root", "png:-"],
+                         capture_output=True, check=True, timeout=20).stdout
+    return Image.open(io.BytesIO(png)).convert("RGB")
+
+
+def pixels_of(display: str, colour: tuple[int, int, int], tol: int = 10) -> list[tuple[int, int]]:
+    img = screenshot(display)
+    w, h = img.size
+    data = img.load()
+    return [(x, y) for y in range(h) for x in range(w)
+            if all(abs(a - b) <= tol for a, b in zip(data[x, y], colour, strict=True))]
+
+
+def shows(display: str, kind: str, timeout: float = 15.0) -> list[tuple[int, int]]:
+    """The icon's pixels in ``kind``'s colour, all inside the tray strip (top-left 64x32)."""
+    colour = ICONS[kind].colour
+    found = wait_until(lambda: len(pixels_of(display, colour)) > 100, timeout,
+                       f"the {kind} icon on screen")
+    found = pixels_of(display, colour)
+    assert max(x for x, _ in found) < 64 and max(y for _, y in found) < 32, "outside the tray"
+    return found
+
+
+@needs_x
+def test_icon_in_a_real_tray_and_menu_actions(quiet_wav, tmp_path, xdisplay):
+    daemon = Daemon(quiet_wav)
+    app = None
+    try:
+        daemon.client().close()
+        app = TrayApp(daemon.socket, tmp_path / "config.yaml", notifier=lambda _: None)
+        icon = app.make_icon()
+        app.follow()
+        wait_until(lambda: app.model.connected, what="the event stream")
+        thread = threading.Thread(target=icon.run, daemon=True)
+        thread.start()
+        shows(xdisplay, "listening")
+
+        items = {str(item.text): item for item in icon.menu.items}   # what the menu shows
+        items["Muted"](icon)                                         # what a click runs
+        assert daemon.client().request("status")["muted"] is True
+        shows(xdisplay, "muted")
+        assert not pixels_of(xdisplay, ICONS["listening"].colour)
+
+        items = {str(item.text): item for item in icon.menu.items}
+        assert items["Muted"].checked is True
+        items["Muted"](icon)
+        items["LLM: remote"](icon)
+        status = daemon.client().request("status")
+        assert status["muted"] is False and status["policy"] == "remote"
+        shows(xdisplay, "offload")
+        assert {str(i.text): i for i in icon.menu.items}["LLM: remote"].checked
+
+        items["Quit"](icon)
+        assert app.perform("quit") == {"stopping": True} and app.child is None
+        assert daemon.client().request("status")["policy"] == "remote"  # attached: not stopped
+        # The loop's exit is checked by the CLI test: pystray's xorg backend stops reliably only
+        # when stop() runs on its own loop thread (a click or a signal), not from this thread.
+        thread.join(10)
+    finally:
+        if app is not None:
+            app.stop()
+        daemon.client().request("quit")
+        daemon.finish()
+
+
+@needs_x
+def test_cli_attaches_shows_the_icon_and_exits_on_sigterm(quiet_wav, xdisplay):
+    daemon = Daemon(quiet_wav)
+    tray = None
+    try:
+        daemon.client().close()
+        tray = subprocess.Popen([sys.executable, "-m", "edgevoice", "--config",
+                                 str(daemon.config), "tray"], stderr=subprocess.PIPE, text=True)
+        shows(xdisplay, "listening", timeout=30)
+        daemon.client().request("mute")
+        shows(xdisplay, "muted")
+        tray.send_signal(signal.SIGTERM)
+        assert tray.wait(15) == 0, tray.stderr.read()
+        assert daemon.client().request("status")["muted"] is True   # the daemon lives on
+    finally:
+        if tray is not None and tray.poll() is None:
+            tray.kill()
+            tray.wait()
+        daemon.client().request("quit")
+        daemon.finish()
