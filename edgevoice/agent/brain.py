@@ -136,6 +136,9 @@ class Brain:
                 metrics.failover["to"] = target.name
             return
         if not produced:
+            log.error("no target answered (%s): check that the remote server is up, or install "
+                      "a local model with `edgevoice models pull gemma-2-2b-it`",
+                      metrics.route_reason)
             yield "Sorry, I can't reach a language model right now."
 
     def finish(self, turn: Turn, decision: Decision) -> None:
