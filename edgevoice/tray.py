@@ -64,7 +64,7 @@ class TrayApp:
         self.run_argv = run_argv or [sys.executable, "-m", "edgevoice", "run"]
         self.model = TrayModel()
         self.child: Optional[subprocess.Popen] = None
-        self.icon: Any = None  # a pystray.Icon once shown
+        self.icon: Any = None  # an X11TrayIcon or a pystray.Icon once made
         self._lock = threading.Lock()
         self._icon_lock = threading.Lock()
         self._stopping = threading.Event()
@@ -240,6 +240,10 @@ class TrayApp:
     def entries(self) -> list[MenuEntry]:
         return menu_model(self.model, owns_daemon=self.child is not None)
 
+    def default_action(self) -> str:
+        """What a left click does: push-to-talk in that mode, else mute / unmute."""
+        return "toggle_ptt" if self.model.activation_mode == "push_to_talk" else "toggle_mute"
+
     def pystray_menu(self) -> Any:
         """The pystray menu, rebuilt from the model each time it is shown."""
         import pystray
@@ -256,35 +260,63 @@ class TrayApp:
                 return pystray.Menu.SEPARATOR
             action = run(entry.action) if entry.action else None
             checked = None if entry.checked is None else constant(entry.checked)
-            # Backends without menus (xorg) run the default item on a left click.
-            default = entry.action == ("toggle_ptt" if self.model.activation_mode ==
-                                       "push_to_talk" else "toggle_mute")
             return pystray.MenuItem(entry.text, action, checked=checked, radio=entry.radio,
-                                    enabled=entry.enabled, default=default)
+                                    enabled=entry.enabled,
+                                    default=entry.action == self.default_action())
 
         return pystray.Menu(lambda: [item(e) for e in self.entries()])
 
-    def make_icon(self) -> Any:
-        import pystray
-
+    def make_icon(self, backend: Optional[str] = None) -> Any:
+        """The icon on ``backend`` ("x11": ours, "pystray"); default: ``choose_backend()``."""
         from edgevoice.tray_icons import render
 
-        self.icon = pystray.Icon("edgevoice", render(icon_spec(self.model)),
-                                 tooltip(self.model), menu=self.pystray_menu())
+        image, title = render(icon_spec(self.model)), tooltip(self.model)
+        if (backend or choose_backend()) == "x11":
+            from edgevoice.tray_x11 import X11TrayIcon
+
+            self.icon = X11TrayIcon(image, title, entries=self.entries,
+                                    on_action=self.perform, default_action=self.default_action)
+        else:
+            import pystray
+
+            self.icon = pystray.Icon("edgevoice", image, title, menu=self.pystray_menu())
         return self.icon
 
+    def run_icon(self) -> None:
+        """Show the icon and handle its events until ``stop`` (blocks)."""
+        self.icon.run()
+
     def refresh(self) -> None:
-        """Redraw from the model. One thread at a time: pystray's xorg backend hands each update
-        to its loop and waits on one shared reply queue."""
+        """Redraw from the model. One thread at a time: pystray's backends are not re-entrant."""
         from edgevoice.tray_icons import render
 
         with self._icon_lock:
             icon = self.icon
             if icon is None or self._stopping.is_set():
                 return
-            icon.icon = render(icon_spec(self.model))
-            icon.title = tooltip(self.model)
+            image, title = render(icon_spec(self.model)), tooltip(self.model)
+            if hasattr(icon, "update"):   # X11TrayIcon: hands it to its own thread
+                icon.update(image, title)
+                return
+            icon.icon = image
+            icon.title = title
             icon.update_menu()
+
+
+def choose_backend() -> str:
+    """"x11" (ours) where pystray would use its xorg backend (an X session without PyGObject:
+    no menu, lost dock requests, cross-thread X calls); "pystray" for AppIndicator, GTK, macOS
+    and Windows, which have real menus."""
+    import os
+
+    wanted = os.environ.get("PYSTRAY_BACKEND")
+    if wanted:
+        return "x11" if wanted == "xorg" else "pystray"
+    if sys.platform in ("darwin", "win32"):
+        return "pystray"
+    import pystray
+
+    return "x11" if pystray.Icon.__module__.endswith("._xorg") else "pystray"
 
 
 # -- CLI ---------------------------------------------------------------------------------------
@@ -306,12 +338,18 @@ def cmd_tray(args) -> int:
 
     try:
         import PIL  # noqa: F401
-        import pystray  # noqa: F401 - also fails here when there is no display
+
+        backend = choose_backend()  # imports pystray, whose xorg backend opens the display
+        if backend == "x11":
+            from Xlib.display import Display
+
+            Display().close()
     except ImportError as exc:
-        raise UserError(f"the tray needs pystray and Pillow: pip install 'edgevoice[tray]' "
-                        f"({exc})") from None
-    except Exception as exc:  # pystray's xorg backend opens the display at import
-        raise UserError(f"no system tray available: {exc}") from None
+        raise UserError(f"the tray needs pystray, Pillow and python-xlib: "
+                        f"pip install 'edgevoice[tray]' ({exc})") from None
+    except Exception as exc:
+        raise UserError(f"no desktop to put a tray icon on ({exc}); run `edgevoice tray` in "
+                        "the desktop session, or set DISPLAY") from None
 
     cfg, _ = load_config(args.config)
     path = socket_path(args.socket or cfg.control.socket)
@@ -328,12 +366,12 @@ def cmd_tray(args) -> int:
                             f"socket ({socket_path(cfg.control.socket)})")
     else:
         app.attach_or_start(args.start)
-    icon = app.make_icon()
+    app.make_icon(backend)
     app.follow()
     signal.signal(signal.SIGTERM, lambda *_: app.stop())
     signal.signal(signal.SIGINT, lambda *_: app.stop())
     try:
-        icon.run()
+        app.run_icon()
     finally:
         app.stop()
     return 0

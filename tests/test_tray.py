@@ -12,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from _daemon import Daemon, compose
 
@@ -26,6 +27,7 @@ from edgevoice.tray_model import (
     latency_text,
     menu_model,
 )
+from edgevoice.tray_x11 import MENU_BG
 
 STATUS = {"state": "listening", "muted": False, "policy": "auto",
           "activation": {"mode": "always", "active": True},
@@ -172,7 +174,7 @@ def test_tray_starts_its_own_daemon_and_stops_it(quiet_wav, tmp_path, monkeypatc
             app.child.kill()
 
 
-# -- for real: Xvfb, trayer, pystray's xorg backend ---------------------------------------------
+# -- for real: Xvfb, trayer, clicks through the X server (XTest) ----------------------------------
 
 def _missing() -> str | None:
     import importlib.util
@@ -187,20 +189,32 @@ def _missing() -> str | None:
 
 
 needs_x = pytest.mark.skipif(_missing() is not None, reason=_missing() or "")
-# Known flaky: pystray's xorg backend sometimes never shows the icon (or an update) in trayer,
-# about 1 run in 4 here, so these screenshot tests run only when asked for; CI must not depend
-# on a coin toss. Run them with EDGEVOICE_TRAY_X_TESTS=1.
-flaky_x = pytest.mark.skipif(
-    os.environ.get("EDGEVOICE_TRAY_X_TESTS") != "1",
-    reason="real-X tray screenshot tests are flaky (pystray xorg backend); "
-           "set EDGEVOICE_TRAY_X_TESTS=1 to run them")
+
+
+def start_trayer(display: str) -> subprocess.Popen:
+    """trayer docked at the top-left (64x32), once it owns the tray selection."""
+    trayer = subprocess.Popen(["trayer", "--edge", "top", "--align", "left", "--widthtype",
+                               "pixel", "--width", "64", "--heighttype", "pixel", "--height",
+                               "32", "--SetDockType", "false", "--transparent", "false"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_until(lambda: tray_owner(display), what="trayer to own the tray selection")
+    return trayer
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 @pytest.fixture
-def xdisplay(monkeypatch):
-    """A private Xvfb with trayer docked at the top-left (64x32), as DISPLAY."""
+def xserver(monkeypatch):
+    """A private Xvfb (640x480) as DISPLAY, pystray on its xorg backend; no tray host yet."""
     read, write = os.pipe()
-    xvfb = subprocess.Popen(["Xvfb", "-displayfd", str(write), "-screen", "0", "320x240x24",
+    xvfb = subprocess.Popen(["Xvfb", "-displayfd", str(write), "-screen", "0", "640x480x24",
                              "-nolisten", "tcp"], pass_fds=(write,), stderr=subprocess.DEVNULL)
     os.close(write)
     with os.fdopen(read) as f:
@@ -209,24 +223,20 @@ def xdisplay(monkeypatch):
     display = f":{number}"
     monkeypatch.setenv("DISPLAY", display)
     monkeypatch.setenv("PYSTRAY_BACKEND", "xorg")
-    trayer = subprocess.Popen(["trayer", "--edge", "top", "--align", "left", "--widthtype",
-                               "pixel", "--width", "64", "--heighttype", "pixel", "--height",
-                               "32", "--SetDockType", "false", "--transparent", "false"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_until(lambda: tray_owner(display), what="trayer to own the tray selection")
-        # trayer takes the selection before its dock window is ready to embed; an icon that
-        # docks in that gap is never shown (seen ~1 run in 6), so give it a moment.
-        time.sleep(1.0)
         yield display
     finally:
-        for proc in (trayer, xvfb):
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop(xvfb)
+
+
+@pytest.fixture
+def xdisplay(xserver):
+    """The private Xvfb with trayer running, as DISPLAY."""
+    trayer = start_trayer(xserver)
+    try:
+        yield xserver
+    finally:
+        stop(trayer)
 
 
 def tray_owner(display: str) -> bool:
@@ -249,11 +259,9 @@ def screenshot(display: str):
 
 
 def pixels_of(display: str, colour: tuple[int, int, int], tol: int = 10) -> list[tuple[int, int]]:
-    img = screenshot(display)
-    w, h = img.size
-    data = img.load()
-    return [(x, y) for y in range(h) for x in range(w)
-            if all(abs(a - b) <= tol for a, b in zip(data[x, y], colour, strict=True))]
+    rgb = np.asarray(screenshot(display), dtype=np.int16)
+    ys, xs = np.nonzero((np.abs(rgb - np.array(colour)) <= tol).all(axis=2))
+    return list(zip(xs.tolist(), ys.tolist(), strict=True))
 
 
 def shows(display: str, kind: str, timeout: float = 15.0) -> list[tuple[int, int]]:
@@ -266,42 +274,60 @@ def shows(display: str, kind: str, timeout: float = 15.0) -> list[tuple[int, int
     return found
 
 
-@flaky_x
-@needs_x
-def test_icon_in_a_real_tray_and_menu_actions(quiet_wav, tmp_path, xdisplay):
+def click(display: str, at: tuple[int, int], button: int = 1) -> None:
+    """A real pointer click through the X server (XTest), as a user's mouse makes it."""
+    from Xlib import X
+    from Xlib.display import Display
+
+    d = Display(display)
+    try:
+        d.xtest_fake_input(X.MotionNotify, x=at[0], y=at[1])
+        d.xtest_fake_input(X.ButtonPress, button)
+        d.xtest_fake_input(X.ButtonRelease, button)
+        d.sync()
+    finally:
+        d.close()
+
+
+def press_key(display: str, keysym_name: str) -> None:
+    from Xlib import XK, X
+    from Xlib.display import Display
+
+    d = Display(display)
+    try:
+        code = d.keysym_to_keycode(XK.string_to_keysym(keysym_name))
+        d.xtest_fake_input(X.KeyPress, code)
+        d.xtest_fake_input(X.KeyRelease, code)
+        d.sync()
+    finally:
+        d.close()
+
+
+def centre(pixels: list[tuple[int, int]]) -> tuple[int, int]:
+    return (sum(x for x, _ in pixels) // len(pixels), sum(y for _, y in pixels) // len(pixels))
+
+
+def open_menu(app: TrayApp, display: str, kind: str) -> dict:
+    """Right-click the icon; the menu's rows by text once it is on screen."""
+    click(display, centre(shows(display, kind)), button=3)
+    rows = wait_until(lambda: app.icon.menu_rows, what="the menu to open")
+    wait_until(lambda: len(pixels_of(display, MENU_BG, tol=2)) > 3000, what="the menu on screen")
+    return {row.entry.text: row for row in rows}
+
+
+@pytest.fixture
+def tray(quiet_wav, tmp_path, xdisplay):
+    """A daemon, and a TrayApp attached to it with its icon running on our X11 backend."""
     daemon = Daemon(quiet_wav)
     app = None
     try:
         daemon.client().close()
         app = TrayApp(daemon.socket, tmp_path / "config.yaml", notifier=lambda _: None)
-        icon = app.make_icon()
+        app.make_icon("x11")
         app.follow()
-        wait_until(lambda: app.model.connected, what="the event stream")
-        thread = threading.Thread(target=icon.run, daemon=True)
+        thread = threading.Thread(target=app.run_icon, daemon=True)
         thread.start()
-        shows(xdisplay, "listening")
-
-        items = {str(item.text): item for item in icon.menu.items}   # what the menu shows
-        items["Muted"](icon)                                         # what a click runs
-        assert daemon.client().request("status")["muted"] is True
-        shows(xdisplay, "muted")
-        assert not pixels_of(xdisplay, ICONS["listening"].colour)
-
-        items = {str(item.text): item for item in icon.menu.items}
-        assert items["Muted"].checked is True
-        items["Muted"](icon)
-        items["LLM: remote"](icon)
-        status = daemon.client().request("status")
-        assert status["muted"] is False and status["policy"] == "remote"
-        shows(xdisplay, "offload")
-        assert {str(i.text): i for i in icon.menu.items}["LLM: remote"].checked
-
-        items["Quit"](icon)
-        assert app.perform("quit") == {"stopping": True} and app.child is None
-        assert daemon.client().request("status")["policy"] == "remote"  # attached: not stopped
-        # The loop's exit is checked by the CLI test: pystray's xorg backend stops reliably only
-        # when stop() runs on its own loop thread (a click or a signal), not from this thread.
-        thread.join(10)
+        yield daemon, app, thread
     finally:
         if app is not None:
             app.stop()
@@ -309,7 +335,69 @@ def test_icon_in_a_real_tray_and_menu_actions(quiet_wav, tmp_path, xdisplay):
         daemon.finish()
 
 
-@flaky_x
+@needs_x
+def test_icon_in_a_real_tray_clicks_and_menu(tray, xdisplay):
+    daemon, app, thread = tray
+    wait_until(lambda: app.model.connected, what="the event stream")
+    click(xdisplay, centre(shows(xdisplay, "listening")))           # left click: mute
+    wait_until(lambda: daemon.client().request("status")["muted"], what="the daemon muted")
+    shows(xdisplay, "muted")
+    assert not pixels_of(xdisplay, ICONS["listening"].colour)
+
+    rows = open_menu(app, xdisplay, "muted")
+    assert rows["Muted"].entry.checked is True and rows["LLM: local"].entry.checked is True
+    assert rows["Push to talk"].entry.enabled is False                 # not in that mode
+    assert rows["Muted"].y >= 32                                       # under the tray strip
+    click(xdisplay, rows["Muted"].centre)                              # unmute from the menu
+    wait_until(lambda: not app.icon.menu_rows, what="the menu to close")
+    wait_until(lambda: not daemon.client().request("status")["muted"], what="unmuted")
+    assert len(pixels_of(xdisplay, MENU_BG, tol=2)) < 3000    # the menu is gone
+
+    rows = open_menu(app, xdisplay, "listening")
+    click(xdisplay, rows["LLM: remote"].centre)
+    wait_until(lambda: daemon.client().request("status")["policy"] == "remote", what="remote")
+    shows(xdisplay, "offload")
+    rows = open_menu(app, xdisplay, "offload")
+    assert rows["LLM: remote"].entry.checked and not rows["LLM: auto"].entry.checked
+    click(xdisplay, (600, 450))                                        # outside: closes it
+    wait_until(lambda: not app.icon.menu_rows, what="the menu to close")
+    assert daemon.client().request("status")["policy"] == "remote"    # and ran nothing
+    open_menu(app, xdisplay, "offload")
+    press_key(xdisplay, "Escape")
+    wait_until(lambda: not app.icon.menu_rows, what="Escape to close the menu")
+
+    rows = open_menu(app, xdisplay, "offload")
+    click(xdisplay, rows["Quit"].centre)
+    thread.join(10)
+    assert not thread.is_alive(), "the icon loop did not end on Quit"
+    assert daemon.client().request("status")["policy"] == "remote"    # attached: not stopped
+
+
+@needs_x
+def test_the_pystray_menu_runs_the_same_actions(quiet_wav, tmp_path, xserver):
+    # AppIndicator / GTK / macOS / Windows users get pystray's menu, built from the same model.
+    daemon = Daemon(quiet_wav)
+    try:
+        daemon.client().close()
+        app = TrayApp(daemon.socket, tmp_path / "config.yaml", notifier=lambda _: None)
+        app.model = from_status(daemon.client().request("status"))
+        items = {str(item.text): item for item in app.pystray_menu().items}
+        import pystray
+
+        assert [str(i.text) for i in app.pystray_menu().items
+                if i is not pystray.Menu.SEPARATOR] == \
+            [e.text for e in app.entries() if not e.separator]
+        assert items["Muted"].default and not items["Muted"].checked
+        items["Muted"](None)                                           # what a click runs
+        assert daemon.client().request("status")["muted"] is True
+        assert {str(i.text): i for i in app.pystray_menu().items}["Muted"].checked
+        items["LLM: auto"](None)
+        assert daemon.client().request("status")["policy"] == "auto"
+    finally:
+        daemon.client().request("quit")
+        daemon.finish()
+
+
 @needs_x
 def test_cli_attaches_shows_the_icon_and_exits_on_sigterm(quiet_wav, xdisplay):
     daemon = Daemon(quiet_wav)
@@ -328,5 +416,42 @@ def test_cli_attaches_shows_the_icon_and_exits_on_sigterm(quiet_wav, xdisplay):
         if tray is not None and tray.poll() is None:
             tray.kill()
             tray.wait()
+        daemon.client().request("quit")
+        daemon.finish()
+
+
+@needs_x
+def test_icon_docks_when_the_tray_host_starts_late_and_again_after_it_restarts(
+        quiet_wav, tmp_path, xserver):
+    # A login session may start the tray app before the panel; a panel may crash and restart.
+    daemon = Daemon(quiet_wav)
+    app = trayer = None
+    try:
+        daemon.client().close()
+        app = TrayApp(daemon.socket, tmp_path / "config.yaml", notifier=lambda _: None)
+        app.make_icon("x11")
+        app.follow()
+        threading.Thread(target=app.run_icon, daemon=True).start()
+        time.sleep(1.5)
+        assert app.icon.dock_requests == 0 and not app.icon.docked.is_set()
+        assert not pixels_of(xserver, ICONS["listening"].colour)   # no tray host, no icon
+
+        trayer = start_trayer(xserver)
+        shows(xserver, "listening")
+        assert app.icon.docked.is_set()
+
+        stop(trayer)
+        wait_until(lambda: not app.icon.docked.is_set(), what="the icon to see the host go")
+        time.sleep(0.5)
+        assert not pixels_of(xserver, ICONS["listening"].colour)   # not left on the desktop
+        trayer = start_trayer(xserver)
+        shows(xserver, "listening")
+        daemon.client().request("mute")
+        shows(xserver, "muted")
+    finally:
+        if app is not None:
+            app.stop()
+        if trayer is not None:
+            stop(trayer)
         daemon.client().request("quit")
         daemon.finish()
