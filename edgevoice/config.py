@@ -55,6 +55,10 @@ class VadConfig:
     frame_ms: Literal[10, 20, 30] = opt(30, "VAD frame length: 10, 20 or 30", unit="ms")
     onset_ms: int = opt(90, "speech needed before an utterance starts", unit="ms", min=0, max=2000)
     hangover_ms: int = opt(600, "silence that ends an utterance", unit="ms", min=90, max=5000)
+    pause_ms: int = opt(210, "silence that marks a pause inside an utterance, before the "
+                        "hangover ends it: the transcript so far is taken there for "
+                        "`agent.speculate`; 0 = off, >= hangover_ms = never", unit="ms",
+                        min=0, max=5000)
     preroll_ms: int = opt(300, "audio kept from before the onset so the first syllable is not cut",
                           unit="ms", min=0, max=2000)
     max_utterance_s: float = opt(20.0, "longest utterance; longer speech is cut here", unit="s",
@@ -173,6 +177,9 @@ class AgentConfig:
 
     barge_in: bool = opt(True, "speaking over the answer stops it; turn off with open speakers "
                                "and no echo cancellation")
+    speculate: bool = opt(True, "let the local model read the words heard so far while you are "
+                                "still talking (partial transcripts, and the one at a pause), so "
+                                "a turn starts with its prompt already evaluated")
 
 
 @dataclass(frozen=True)

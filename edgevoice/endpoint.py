@@ -162,7 +162,16 @@ class SpeechEnd:
     reason: str
 
 
-SegmentEvent = SpeechStart | SpeechAudio | SpeechEnd
+@dataclass(frozen=True)
+class SpeechPause:
+    """``pause_ms`` of silence inside an utterance, which may still go on: the moment to start
+    work on the words so far. ``speech_end_ms`` is the end of the last speech frame."""
+
+    speech_end_ms: float
+    at_ms: float
+
+
+SegmentEvent = SpeechStart | SpeechAudio | SpeechPause | SpeechEnd
 
 
 class Endpointer:
@@ -173,6 +182,8 @@ class Endpointer:
       (often unvoiced, hence rejected) syllable is not cut off;
     - hangover: ``hangover_ms`` of consecutive non-speech ends it; those frames are still sent,
       since the recogniser needs the trailing silence to finish its last word;
+    - pause: after ``pause_ms`` of that silence (if shorter than the hangover) a ``SpeechPause``
+      comes first, once per silence run, so work can start before the end is certain;
     - maximum length: after ``max_utterance_s`` (pre-roll included) it is cut, and a new utterance
       may start after a fresh onset.
     Every sample belongs to at most one utterance: the pre-roll never reaches back into audio
@@ -186,6 +197,8 @@ class Endpointer:
         self.frame_ms = frame_ms
         self._onset = max(1, _ceil_frames(cfg.onset_ms, frame_ms))
         self._hangover = max(1, _ceil_frames(cfg.hangover_ms, frame_ms))
+        pause = max(1, _ceil_frames(cfg.pause_ms, frame_ms)) if cfg.pause_ms > 0 else 0
+        self._pause = pause if pause < self._hangover else 0
         self._max = max(1, int(cfg.max_utterance_s * 1000.0 // frame_ms))
         preroll = _ceil_frames(cfg.preroll_ms, frame_ms)
         self._preroll = max(0, min(preroll, self._max - self._onset))
@@ -251,6 +264,8 @@ class Endpointer:
             self._last_speech_end = frame.end_ms
         else:
             self._silence += 1
+            if self._silence == self._pause:
+                events.append(SpeechPause(self._last_speech_end, frame.end_ms))
         if self._silence >= self._hangover:
             events.extend(self._end("silence"))
         elif self._frames >= self._max:

@@ -13,7 +13,13 @@ from typing import Union
 from edgevoice.asr.protocol import Recognizer, Transcript
 from edgevoice.audio.format import AudioChunk
 from edgevoice.config import VadConfig
-from edgevoice.endpoint import SpeechAudio, SpeechEnd, SpeechStart, UtteranceSegmenter
+from edgevoice.endpoint import (
+    SpeechAudio,
+    SpeechEnd,
+    SpeechPause,
+    SpeechStart,
+    UtteranceSegmenter,
+)
 
 
 @dataclass(frozen=True)
@@ -22,6 +28,15 @@ class Partial:
 
     text: str
     start_ms: float
+
+
+@dataclass(frozen=True)
+class Pause:
+    """The user went quiet (``vad.pause_ms``) after saying ``text``; they may still go on."""
+
+    text: str
+    start_ms: float
+    at_ms: float
 
 
 @dataclass(frozen=True)
@@ -38,7 +53,7 @@ class Utterance:
         return self.transcript.text
 
 
-TranscriberEvent = Union[SpeechStart, Partial, Utterance]
+TranscriberEvent = Union[SpeechStart, Partial, Pause, Utterance]
 
 
 class StreamingTranscriber:
@@ -76,6 +91,10 @@ class StreamingTranscriber:
                     if text and text != self._last_partial:
                         self._last_partial = text
                         yield Partial(text, self._start_ms or 0.0)
+            elif isinstance(event, SpeechPause):
+                text = self.recognizer.partial()
+                if text.strip():
+                    yield Pause(text, self._start_ms or 0.0, event.at_ms)
             elif isinstance(event, SpeechEnd):
                 transcript = self.recognizer.finish()
                 start = self._start_ms if self._start_ms is not None else event.end_ms

@@ -181,6 +181,42 @@ def test_file_mode_one_turn_per_utterance_with_reply_audio_after_each(
 
 
 @needs_speech
+def test_speculation_prefills_the_words_so_far_and_the_turn_evaluates_the_rest(
+        tmp_path, tiny_gguf):
+    # agent.speculate: partial transcripts (and the one at vad.pause_ms of silence) go into the
+    # model's KV cache while the user is still talking. When the final transcript is what was
+    # read ahead, the turn evaluates a single prompt token.
+    inp = tmp_path / "in.wav"
+    compose([(SPEECH / "speechbrain__spk1_snt1.wav", 4.0),
+             (SPEECH / "speechbrain__spk1_snt3.wav", 4.0)], inp)
+
+    def turns(speculate: bool) -> list[dict]:
+        flag = str(speculate).lower()
+        cfg = tmp_path / f"{flag}.yaml"
+        cfg.write_text(f"llm:\n  max_tokens: 4\n  temperature: 0.0\nagent:\n  speculate: {flag}\n")
+        out = run_cli("--config", str(cfg), "run", "--input", str(inp), "--output",
+                      str(tmp_path / f"o{flag}.wav"), "--llm-model", str(tiny_gguf), "--json")
+        assert out.returncode == 0, out.stderr
+        found = [json.loads(line) for line in out.stdout.splitlines()]
+        return [e for e in found if e["event"] == "turn"]
+
+    ahead, plain = turns(True), turns(False)
+    assert len(ahead) == len(plain) == 2
+    for spec_turn, plain_turn in zip(ahead, plain, strict=True):
+        assert "speculation" not in plain_turn
+        spec = spec_turn["speculation"]
+        assert spec["heard"] and spec["prefills"] >= 1 and spec["tokens"] > 0
+        assert spec["ahead_ms"] > 0 and spec["prefill_ms"] > 0
+        assert spec_turn["transcript"] == plain_turn["transcript"]
+        assert spec_turn["tokens"]["evaluated_tokens"] <= plain_turn["tokens"]["evaluated_tokens"]
+        if spec["matched"]:
+            assert spec["heard"] == spec_turn["transcript"]
+            assert spec_turn["tokens"]["evaluated_tokens"] == 1
+            assert plain_turn["tokens"]["evaluated_tokens"] > 1
+    assert any(t["speculation"]["matched"] for t in ahead)
+
+
+@needs_speech
 def test_file_mode_barge_in_on_a_real_multi_utterance_recording(tmp_path, tiny_gguf):
     """chan3: speech resumes ~1 s after the first utterance, over a long reply."""
     cfg = tmp_path / "long.yaml"

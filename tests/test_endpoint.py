@@ -27,6 +27,7 @@ from edgevoice.endpoint import (
     SpeechAudio,
     SpeechDetector,
     SpeechEnd,
+    SpeechPause,
     SpeechStart,
     UtteranceSegmenter,
 )
@@ -39,7 +40,7 @@ N = RATE * FRAME_MS // 1000
 
 
 def cfg(**kw) -> VadConfig:
-    base = dict(onset_ms=90, hangover_ms=300, preroll_ms=150, max_utterance_s=20.0)
+    base = dict(onset_ms=90, hangover_ms=300, preroll_ms=150, max_utterance_s=20.0, pause_ms=0)
     base.update(kw)
     return VadConfig(**base)
 
@@ -66,11 +67,13 @@ def drive(c: VadConfig, flags: str, flush: bool = False) -> list[tuple[int, obje
 def utterances(events) -> list[dict]:
     """Group events into utterances: start, audio frame ids, end."""
     utts: list[dict] = []
-    for _, ev in events:
+    for i, ev in events:
         if isinstance(ev, SpeechStart):
-            utts.append({"start": ev, "frames": [], "end": None})
+            utts.append({"start": ev, "frames": [], "end": None, "at": i})
         elif isinstance(ev, SpeechAudio):
             utts[-1]["frames"] += ids(ev.chunk)
+        elif isinstance(ev, SpeechPause):
+            utts[-1].setdefault("pauses", []).append(ev)
         else:
             utts[-1]["end"] = ev
     return utts
@@ -111,6 +114,18 @@ def test_hangover_ends_after_enough_silence_and_a_short_pause_does_not():
     assert end_at == [last_speech + hang]
     # audio: pre-roll through the hangover, each frame once, in order
     assert utt["frames"] == list(range(0, last_speech + hang + 1))
+
+
+def test_a_pause_comes_once_per_silence_run_before_the_hangover():
+    # 90 ms of silence marks a pause; the 300 ms hangover ends the utterance.
+    flags = "SSSSS" + "..." + "SS" + ".." + "S" + "." * 10
+    events = drive(cfg(pause_ms=90), flags)
+    pauses = [(i, ev) for i, ev in events if isinstance(ev, SpeechPause)]
+    assert [i for i, _ in pauses] == [7, 15]     # after frames 4 and 12, not after the 2-frame gap
+    assert pauses[0][1] == SpeechPause(frame(4).end_ms, frame(7).end_ms)
+    end_at = [i for i, ev in events if isinstance(ev, SpeechEnd)]
+    assert end_at == [22] and pauses[-1][0] < end_at[0]
+    assert not [ev for _, ev in drive(cfg(pause_ms=300), flags) if isinstance(ev, SpeechPause)]
 
 
 def test_end_ms_is_the_end_of_the_last_speech_frame_even_when_flags_flicker():
@@ -173,15 +188,26 @@ def test_a_gap_in_the_timeline_drops_the_preroll():
     hangover=st.integers(90, 600),
     preroll=st.integers(0, 600),
     max_s=st.floats(1.0, 3.0),
+    pause=st.integers(0, 700),
 )
-def test_endpointer_invariants(flags, onset, hangover, preroll, max_s):
-    c = cfg(onset_ms=onset, hangover_ms=hangover, preroll_ms=preroll, max_utterance_s=max_s)
+def test_endpointer_invariants(flags, onset, hangover, preroll, max_s, pause):
+    c = cfg(onset_ms=onset, hangover_ms=hangover, preroll_ms=preroll, max_utterance_s=max_s,
+            pause_ms=pause)
     onset_n, hang_n = max(1, -(-onset // FRAME_MS)), -(-hangover // FRAME_MS)
+    pause_n = max(1, -(-pause // FRAME_MS)) if pause else 0
     text = "".join("S" if f else "." for f in flags)
     events = drive(c, text, flush=True)
-    kinds = "".join({SpeechStart: "s", SpeechAudio: "a", SpeechEnd: "e"}[type(ev)]
-                    for _, ev in events)
-    assert re.fullmatch(r"(sa+e)*", kinds), kinds
+    kinds = "".join({SpeechStart: "s", SpeechAudio: "a", SpeechPause: "p", SpeechEnd: "e"}[
+        type(ev)] for _, ev in events)
+    assert re.fullmatch(r"(sa(a|p)*e)*", kinds), kinds
+    pauses = [i for i, ev in events if isinstance(ev, SpeechPause)]
+    if not pause_n or pause_n >= hang_n:
+        assert pauses == []
+    for i, ev in events:
+        if isinstance(ev, SpeechPause):  # exactly pause_n silent frames after speech
+            assert flags[i - pause_n] and not any(flags[i - pause_n + 1:i + 1])
+            assert ev.speech_end_ms == frame(i - pause_n).end_ms
+            assert ev.at_ms == frame(i).end_ms
     for i, ev in events:
         if isinstance(ev, SpeechStart):
             run = flags[i - onset_n + 1:i + 1]
@@ -198,6 +224,10 @@ def test_endpointer_invariants(flags, onset, hangover, preroll, max_s):
         assert u["end"].end_ms == frame(last_speech).end_ms
         if u["end"].reason == "silence":
             assert fr[-1] - last_speech == hang_n
+        if 0 < pause_n < hang_n:  # every long enough silence run inside it has its pause
+            expected = [j for j in fr if j - pause_n >= u["at"] and flags[j - pause_n]
+                        and not any(flags[j - pause_n + 1:j + 1])]
+            assert [p.at_ms for p in u.get("pauses", [])] == [frame(j).end_ms for j in expected]
             assert not any(flags[last_speech + 1:fr[-1] + 1])
     # every frame of a run of >= onset speech frames is in some utterance
     covered = set(sent)

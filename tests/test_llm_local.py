@@ -171,6 +171,51 @@ def test_each_turn_evaluates_only_the_new_suffix(target: LlamaCppTarget) -> None
         conv.commit(text, "".join(deltas))
 
 
+def test_prefill_ahead_leaves_one_token_for_the_turn_and_the_same_reply(
+        tiny_gguf: Path) -> None:
+    # Speculation: the words heard before a pause go into the KV cache while the endpointer
+    # still waits; the turn then evaluates one token and answers exactly as without it.
+    messages = [{"role": "system", "content": SYSTEM},
+                {"role": "user", "content": "what is the weather like in paris today"}]
+    with make_target(tiny_gguf, temperature=0.0) as cold:
+        cold.warm_up()
+        plain, plain_stats = run(cold, messages)
+    with make_target(tiny_gguf, temperature=0.0) as target:
+        target.warm_up()
+        tokens = target.prompt_tokens(messages)
+        cached = common_prefix(target.kv_tokens, tokens)
+        assert cached > 0                                   # the warm-up's system prefix
+        native_before = native_prompt_evals(target)
+        ahead = target.prefill(messages, threading.Event())
+        assert ahead == len(tokens) - 1 - cached > 0
+        assert native_prompt_evals(target) - native_before == ahead  # llama.cpp did the work
+        deltas, stats = run(target, messages)
+        assert stats.evaluated_tokens == 1 < plain_stats.evaluated_tokens
+        assert deltas == plain
+
+
+def test_prefill_of_other_words_keeps_the_shared_prefix(target: LlamaCppTarget) -> None:
+    # The user went on after the pause: the turn re-evaluates only from where the words differ.
+    target.warm_up()
+    heard = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "what time is it"}]
+    final = [heard[0], {"role": "user", "content": "what time is it in tokyo"}]
+    target.prefill(heard, threading.Event())
+    shared = common_prefix(target.prompt_tokens(heard), target.prompt_tokens(final))
+    _, stats = run(target, final)
+    assert stats.cached_tokens == shared
+    assert stats.evaluated_tokens == stats.prompt_tokens - shared
+
+
+def test_prefill_cancelled_before_it_starts_evaluates_nothing(target: LlamaCppTarget) -> None:
+    target.warm_up()
+    before = target.kv_tokens
+    cancel = threading.Event()
+    cancel.set()
+    assert target.prefill([{"role": "system", "content": SYSTEM},
+                           {"role": "user", "content": "hello there"}], cancel) == 0
+    assert target.kv_tokens == before
+
+
 def test_prompt_text_is_byte_stable_across_turns(target: LlamaCppTarget) -> None:
     template = target._template
     conv = Conversation(SYSTEM, target.max_prompt_tokens, target.count_tokens)

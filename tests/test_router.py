@@ -90,6 +90,23 @@ def test_auto_keeps_local_when_it_is_faster_than_every_remote_anyway():
     assert router.route(MESSAGES).target is targets["local"]
 
 
+def test_expects_local_agrees_with_route_and_never_probes():
+    # Speculative prefill asks this on every pause: it must match route() and stay offline.
+    cases = [("local", {}), ("remote", {}), ("auto", {"cached": 95, "budget": 1500}),
+             ("auto", {"cached": 0, "budget": 1500}), ("auto", {"remote": False})]
+    for policy, kw in cases:
+        router, targets, _ = _router(policy, **kw)
+        expected = router.route(MESSAGES).target is targets["local"]
+        assert router.expects_local(MESSAGES) is expected, (policy, kw)
+    router, targets, _ = _router("auto", budget=200)
+    router.estimate("cs3").overhead_ms.value = 60000.0    # over budget, but faster than cs3
+    assert router.expects_local(MESSAGES) is True
+    router, targets, _ = _router("auto", cached=0, budget=1500)
+    router.breaker("cs3").failure("x")
+    router.breaker("cs3").failure("x")                     # cs3's circuit is open
+    assert router.expects_local(MESSAGES) is True and targets["cs3"].probes == 0
+
+
 def test_policy_local_never_touches_a_remote():
     router, targets, _ = _router("local")
     router.breaker("cs3").failure("x")

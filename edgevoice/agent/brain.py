@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as _dt
 import inspect
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -84,6 +85,26 @@ class Brain:
         if intent == "repeat":
             return self.last_reply or "I haven't said anything yet."
         return ANSWERS[intent](self.now())
+
+    def wants_llm(self, text: str) -> bool:
+        """Whether ``decide(text)`` would ask a model (no side effects: safe for speculation)."""
+        return not self.muted and match_intent(text) is None and self.router.has_targets
+
+    def prefill(self, text: str, cancel: threading.Event) -> Optional[int]:
+        """Prefill the local model with the prompt for ``text`` (LLM worker thread): the words
+        heard before a pause, so the turn that follows evaluates only what differs. None when
+        there is nothing to prefill (no local model that can, or a remote will answer)."""
+        local = self.router.local
+        if local is None or not hasattr(local, "prefill"):
+            return None
+        try:
+            messages = self.conversation.messages_for(text)
+            if not self.router.expects_local(messages):
+                return None  # a remote will answer: keep the worker free for it
+            return local.prefill(messages, cancel)
+        except (TargetError, ValueError) as exc:  # the turn itself will report a real failure
+            log.debug("speculative prefill failed: %s", exc)
+            return None
 
     def llm_stream(self, turn: Turn) -> Iterator[str]:
         """Route ``turn`` and stream its reply deltas (call on the LLM worker thread: routing may

@@ -25,12 +25,13 @@ from edgevoice import sdnotify
 from edgevoice.activation import Activation
 from edgevoice.agent.brain import Brain, Decision
 from edgevoice.agent.outputs import AudioOutput, Scheduled
+from edgevoice.agent.speculation import Speculator
 from edgevoice.agent.turn import Turn
 from edgevoice.audio.format import AudioChunk
 from edgevoice.config import ActivationConfig, AgentConfig
 from edgevoice.endpoint import SpeechStart
 from edgevoice.errors import CommandError
-from edgevoice.transcriber import Partial, StreamingTranscriber, Utterance
+from edgevoice.transcriber import Partial, Pause, StreamingTranscriber, Utterance
 from edgevoice.tts.clauses import ClauseSplitter
 from edgevoice.tts.protocol import Synthesizer
 
@@ -110,6 +111,7 @@ class TurnManager:
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._input_ended = False
         self._deaf = False  # the current utterance began while we were talking (barge_in off)
+        self._speculator = Speculator(self.brain.prefill, self._llm)
         self._control_init()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -127,6 +129,7 @@ class TurnManager:
             sdnotify.stopping()
             keepalive.cancel()
             self._ear_stop.set()
+            self._speculator.cancel()
             if self._active is not None:
                 self._interrupt("shutdown")
             await asyncio.get_running_loop().run_in_executor(None, ear.join, 2.0)
@@ -190,6 +193,9 @@ class TurnManager:
             self._on_speech_start()
         elif isinstance(event, Partial):
             self.emit({"event": "partial", "text": event.text})
+            self._speculate(event.text)
+        elif isinstance(event, Pause):
+            self._speculate(event.text)
         elif isinstance(event, Utterance):
             self._on_utterance(event)
         elif isinstance(event, _InputEnded):
@@ -212,11 +218,18 @@ class TurnManager:
             # Half duplex: speech that starts while we talk is likely our own echo.
             self._deaf = True
 
+    def _speculate(self, text: str) -> None:
+        """Let the local model read the words heard so far (see ``agent/speculation.py``)."""
+        if (self.cfg.speculate and self._active is None and not self._deaf
+                and self.brain.wants_llm(text)):
+            self._speculator.heard(text)
+
     def _on_utterance(self, utt: Utterance) -> None:
         now = time.monotonic()
         speech_end = (self.origin or now) + utt.end_ms / 1000
         if self._deaf:
             self._deaf = False
+            self._speculator.cancel()
             log.info("ignored, began while speaking (barge_in off): %r", utt.text)
             return
         if self._active is not None:
@@ -224,6 +237,7 @@ class TurnManager:
         turn = Turn(utt.text)
         turn.metrics.speech_end = speech_end
         turn.metrics.mark("asr_final", now)
+        turn.metrics.speculation = self._speculator.take(utt.text, now)
         decision = self.brain.decide(utt.text)
         turn.metrics.target, turn.metrics.route_reason = decision.target, decision.reason
         self.emit({"event": "transcript", "id": turn.id, "text": utt.text,

@@ -31,6 +31,7 @@ class TurnMetrics:
     evaluated_tokens: Optional[int] = None
     completion_tokens: Optional[int] = None
     failover: Optional[dict] = None  # from, to, reason, at (monotonic), first_token_after_ms
+    speculation: Optional[dict] = None  # prefill started at a pause: heard, matched, tokens, ms
 
     def mark(self, stage: str, when: float | None = None) -> None:
         """Record a stage once (the first occurrence is the one that matters for latency)."""
@@ -86,4 +87,6 @@ class Turn:
             event["tokens"] = tokens
         if m.failover:
             event["failover"] = {k: v for k, v in m.failover.items() if k != "at"}
+        if m.speculation:
+            event["speculation"] = dict(m.speculation)
         return event

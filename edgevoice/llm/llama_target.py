@@ -354,6 +354,32 @@ class LlamaCppTarget:
         log.info("%s: warm-up evaluated %d prompt-prefix tokens (%d cached) in %.0f ms",
                  self.name, len(tokens) - kept, kept, self._warm_up_ms)
 
+    def prefill(self, messages: list[Message], cancel: threading.Event) -> int:
+        """Evaluate ``messages``' prompt into the KV cache ahead of ``stream`` (all but its last
+        token, which ``stream`` evaluates for fresh logits); return the tokens evaluated.
+
+        For speculation while the user may still be talking: a later ``stream`` whose prompt
+        shares a prefix with these messages evaluates only what differs. Stops soon after
+        ``cancel`` is set; whole batches done by then stay in the cache.
+        """
+        self._check_open()
+        tokens = self.prompt_tokens(messages)
+        if len(tokens) >= self._cfg.n_ctx or cancel.is_set():
+            return 0
+        kept = self._keep_prefix(tokens, leave_one=True)
+        todo = tokens[kept:-1]
+        if not todo:
+            return 0
+        self._set_abort(cancel)
+        try:
+            self._llm.eval(todo)
+        except RuntimeError as exc:
+            if not cancel.is_set():
+                raise TargetError(f"llama.cpp failed while prefilling: {exc}") from exc
+        finally:
+            self._set_abort(None)
+        return max(0, self._llm.n_tokens - kept)
+
     def stream(
         self, messages: list[Message], cancel: threading.Event, *, reply_prefix: str = ""
     ) -> Iterator[str]:

@@ -132,6 +132,22 @@ class Router:
         return self.estimate(target.name).predict_first_clause_ms(
             self._evaluated_tokens(target, messages))
 
+    def expects_local(self, messages: list[Message]) -> bool:
+        """Whether ``route(messages)`` will most likely pick the local model, without touching
+        the network (a remote whose circuit is half-open counts as up): for speculative work
+        that only the local model can use and that would delay a remote turn."""
+        local = self.local
+        if local is None or self.policy == "remote":
+            return False
+        remotes = [t for t in self.remotes if self.breaker(t.name).state != "open"]
+        if self.policy == "local" or not remotes:
+            return True
+        local_ms = self.predict_ms(local, messages)
+        if local_ms is None or local_ms <= self.budget_ms:
+            return True
+        remote_ms = [self.predict_ms(t, messages) for t in remotes]
+        return all(ms is not None and ms >= local_ms for ms in remote_ms)
+
     def route(self, messages: Optional[list[Message]] = None) -> Route:
         messages = messages or []
         local = self.local
