@@ -64,6 +64,8 @@ for name in sorted(tracked("edgevoice") - in_wheel):
 for name in in_wheel:
     if not (name.startswith("edgevoice/") or ".dist-info/" in name):
         problems.append(f"wheel carries {name} (only the edgevoice package belongs there)")
+if not any(n.endswith(".dist-info/licenses/LICENSE") for n in in_wheel):
+    problems.append("wheel lacks the LICENSE")
 info = next(n for n in in_wheel if n.endswith(".dist-info/entry_points.txt"))
 if "edgevoice = edgevoice.cli:main" not in zipfile.ZipFile(wheel).read(info).decode():
     problems.append("wheel lacks the `edgevoice` console script")
@@ -72,7 +74,7 @@ top = sdist.name[: -len(".tar.gz")]
 in_sdist = {n.split("/", 1)[1] for n in tarfile.open(sdist).getnames() if "/" in n}
 wanted = set().union(*(tracked(d) for d in ("edgevoice", "tests", "packaging", "benchmarks")))
 wanted |= {"README.md", "pyproject.toml", "config.example.yaml", "Makefile", "MANIFEST.in",
-           "models/README.md"}
+           "models/README.md", "LICENSE"}
 for name in sorted(wanted - in_sdist):
     problems.append(f"sdist lacks {name}")
 
