@@ -190,6 +190,7 @@ class TurnManager:
 
     def _on_ear_event(self, event) -> None:
         if isinstance(event, SpeechStart):
+            self._speculator.cancel()  # words from an utterance that ended without any
             self._on_speech_start()
         elif isinstance(event, Partial):
             self.emit({"event": "partial", "text": event.text})
