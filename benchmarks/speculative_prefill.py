@@ -57,7 +57,8 @@ def run_agent(model: Path, wav: Path, speculate: bool, max_tokens: int, work: Pa
 
 def row(turn: dict) -> dict:
     lat, spec = turn["latency_ms"], turn.get("speculation") or {}
-    return {"transcript": turn["transcript"], "llm_first_token": lat.get("llm_first_token"),
+    return {"transcript": turn["transcript"], "asr_final": lat.get("asr_final"),
+            "llm_first_token": lat.get("llm_first_token"),
             "first_audio": lat.get("first_audio"),
             "evaluated": (turn.get("tokens") or {}).get("evaluated_tokens"),
             "heard": spec.get("heard"), "matched": spec.get("matched"),
@@ -96,6 +97,12 @@ def main() -> int:
     pairs = [(off["first_audio"], on["first_audio"]) for on, off in zip(with_spec, without,
                                                                        strict=False)
              if on["first_audio"] is not None and off["first_audio"] is not None]
+    finals = [(off["asr_final"], on["asr_final"]) for on, off in zip(with_spec, without,
+                                                                      strict=False)
+              if on["asr_final"] is not None and off["asr_final"] is not None]
+    if finals:  # the ear shares the machine with the prefills: does it finish later?
+        print(f"median final transcript: {statistics.median(p[0] for p in finals):.0f} ms off, "
+              f"{statistics.median(p[1] for p in finals):.0f} ms on")
     if pairs:
         print(f"median first audio: {statistics.median(p[0] for p in pairs):.0f} ms off, "
               f"{statistics.median(p[1] for p in pairs):.0f} ms on "
