@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from edgevoice.agent.speculation import Speculator
+from edgevoice.agent.speculation import Speculator, shared_words
 
 
 class ScriptedPrefill:
@@ -104,3 +104,26 @@ def test_cancel_stops_a_running_prefill():
         prefill.release.release()
         drain(worker)
         assert prefill.cancelled == [True]
+
+
+def test_a_running_prefill_that_cannot_add_a_word_of_the_final_is_stopped():
+    # Partials said "meters", the final says "years": finishing that prefill only delays the turn.
+    prefill = ScriptedPrefill()
+    with ThreadPoolExecutor(1) as worker:
+        spec = Speculator(prefill, worker)
+        spec.heard("go forward ten")
+        assert prefill.entered.acquire(timeout=5)
+        spec.heard("go forward ten meters")
+        prefill.release.release()
+        assert prefill.entered.acquire(timeout=5)          # 'go forward ten meters' runs
+        report = spec.take("go forward ten years", asr_final=1e9)
+        prefill.release.release()
+        drain(worker)
+        assert prefill.cancelled == [False, True]
+        assert report["stopped_stale"] is True and report["matched"] is False
+
+
+def test_shared_words():
+    assert shared_words("go forward ten meters", "go forward ten years") == 3
+    assert shared_words("", "hello") == 0
+    assert shared_words("set a timer", "set a timer for ten minutes") == 3

@@ -34,6 +34,8 @@ class _Round:
     started: bool = False
     closed: bool = False
     current: str = ""  # the words prefilled last (or being prefilled now)
+    done: str = ""  # the words of the last prefill that finished
+    running: bool = False
     useless: bool = False  # a prefill declined: no local model can, or a remote will answer
     report: dict = field(default_factory=lambda: {"prefills": 0, "tokens": 0,
                                                   "prefill_ms": 0.0})
@@ -74,6 +76,12 @@ class Speculator:
             if not spec.started or spec.useless:
                 return None
             report = spec.report
+            if spec.running and shared_words(spec.current, final) <= shared_words(spec.done,
+                                                                                final):
+                # The running prefill can't add a word of the final (the recognizer changed
+                # its mind about its last words): stop it so the turn starts now.
+                spec.cancel.set()
+                report["stopped_stale"] = True
             report.update(heard=spec.current or spec.latest, matched=spec.current == final)
             first = report.pop("first_started", None)
             report["ahead_ms"] = None if first is None else round((asr_final - first) * 1000, 1)
@@ -94,19 +102,35 @@ class Speculator:
                 if spec.closed or spec.cancel.is_set() or text == spec.current:
                     spec.queued = False
                     return
-                spec.started = True
+                spec.started = spec.running = True
                 spec.current = text
                 spec.report.setdefault("first_started", self.clock())
             start = self.clock()
-            tokens = self.prefill(text, spec.cancel)
+            try:
+                tokens = self.prefill(text, spec.cancel)
+            finally:
+                with spec.lock:
+                    spec.running = False
             ms = (self.clock() - start) * 1000
             if tokens is None:  # nothing to prefill (no local model, or a remote will answer)
                 with spec.lock:
                     spec.useless, spec.queued = True, False
                 return
             with spec.lock:
+                if not spec.cancel.is_set():
+                    spec.done = text
                 report = spec.report
                 report["prefills"] += 1
                 report["tokens"] += tokens
                 report["prefill_ms"] = round(report["prefill_ms"] + ms, 1)
             log.debug("prefilled %r: %d tokens in %.0f ms", text, tokens, ms)
+
+
+def shared_words(a: str, b: str) -> int:
+    """How many leading words ``a`` and ``b`` have in common."""
+    n = 0
+    for x, y in zip(a.split(), b.split(), strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
