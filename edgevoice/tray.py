@@ -64,7 +64,7 @@ class TrayApp:
         self.run_argv = run_argv or [sys.executable, "-m", "edgevoice", "run"]
         self.model = TrayModel()
         self.child: Optional[subprocess.Popen] = None
-        self.icon: Any = None  # an X11TrayIcon or a pystray.Icon once made
+        self.icon: Any = None  # an X11TrayIcon or a PystrayIcon once made
         self._lock = threading.Lock()
         self._icon_lock = threading.Lock()
         self._stopping = threading.Event()
@@ -279,7 +279,8 @@ class TrayApp:
         else:
             import pystray
 
-            self.icon = pystray.Icon("edgevoice", image, title, menu=self.pystray_menu())
+            self.icon = PystrayIcon(pystray.Icon("edgevoice", image, title,
+                                                 menu=self.pystray_menu()))
         return self.icon
 
     def run_icon(self) -> None:
@@ -294,13 +295,25 @@ class TrayApp:
             icon = self.icon
             if icon is None or self._stopping.is_set():
                 return
-            image, title = render(icon_spec(self.model)), tooltip(self.model)
-            if hasattr(icon, "update"):   # X11TrayIcon: hands it to its own thread
-                icon.update(image, title)
-                return
-            icon.icon = image
-            icon.title = title
-            icon.update_menu()
+            icon.update(render(icon_spec(self.model)), tooltip(self.model))
+
+
+class PystrayIcon:
+    """A pystray icon behind the same ``update`` / ``run`` / ``stop`` as ``X11TrayIcon``."""
+
+    def __init__(self, icon: Any) -> None:
+        self.icon = icon
+
+    def update(self, image: Any, title: str) -> None:
+        self.icon.icon = image
+        self.icon.title = title
+        self.icon.update_menu()
+
+    def run(self) -> None:
+        self.icon.run()
+
+    def stop(self) -> None:
+        self.icon.stop()
 
 
 def choose_backend() -> str:

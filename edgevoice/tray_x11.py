@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Optional
 
 from edgevoice.tray_model import MenuEntry
@@ -36,6 +37,14 @@ RETRY_S = 1.0  # how often an icon that is not embedded asks again
 ROW_H, SEPARATOR_H, PAD_X, MARK_W, FONT_PX = 24, 9, 10, 20, 13
 MENU_BG, MENU_FG, MENU_DIM = (246, 246, 246), (25, 25, 25), (150, 150, 150)
 MENU_HI_BG, MENU_HI_FG, MENU_LINE = (52, 101, 164), (255, 255, 255), (200, 200, 200)
+
+
+@lru_cache(maxsize=1)
+def _menu_font() -> Any:
+    """Pillow's built-in font at the menu's size (decoded once, not on every hover)."""
+    from PIL import ImageFont
+
+    return ImageFont.load_default(FONT_PX)
 
 
 @dataclass(frozen=True)
@@ -311,9 +320,7 @@ class X11TrayIcon:
 
     def _layout(self, entries: Sequence[MenuEntry]) -> tuple[int, list[tuple[int, int]]]:
         """Menu width and each row's (y, height)."""
-        from PIL import ImageFont
-
-        font = ImageFont.load_default(FONT_PX)
+        font = _menu_font()
         width = max((int(font.getlength(e.text)) for e in entries if not e.separator),
                     default=60)
         rows, y = [], 4
@@ -381,7 +388,7 @@ class X11TrayIcon:
 
     def _draw_menu(self) -> None:
         """Paint the menu from the current entries (the state may have changed while open)."""
-        from PIL import Image, ImageDraw, ImageFont
+        from PIL import Image, ImageDraw
 
         entries = list(self.entries())
         if [(e.text, e.separator) for e in entries] != \
@@ -390,7 +397,7 @@ class X11TrayIcon:
         else:
             self.menu_rows = [MenuRow(e, r.x, r.y, r.width, r.height)
                               for e, r in zip(entries, self.menu_rows, strict=True)]
-        font = ImageFont.load_default(FONT_PX)
+        font = _menu_font()
         width, height = self._menu_size
         top = self.menu_rows[0].y if self.menu_rows else 0
         img = Image.new("RGB", (width, height), MENU_BG)

@@ -91,9 +91,10 @@ class Brain:
         return not self.muted and match_intent(text) is None and self.router.has_targets
 
     def prefill(self, text: str, cancel: threading.Event) -> Optional[int]:
-        """Prefill the local model with the prompt for ``text`` (LLM worker thread): the words
-        heard before a pause, so the turn that follows evaluates only what differs. None when
-        there is nothing to prefill (no local model that can, or a remote will answer)."""
+        """Prefill the local model with the prompt for ``text`` (LLM worker thread): words heard
+        while the user is still talking, so the turn that follows evaluates only what differs.
+        None when there is nothing to prefill (no local model that can, or a remote will
+        answer)."""
         local = self.router.local
         if local is None or not hasattr(local, "prefill"):
             return None

@@ -230,7 +230,6 @@ class TurnManager:
         speech_end = (self.origin or now) + utt.end_ms / 1000
         if self._deaf:
             self._deaf = False
-            self._speculator.cancel()
             log.info("ignored, began while speaking (barge_in off): %r", utt.text)
             return
         if self._active is not None:

@@ -31,9 +31,9 @@ class _Round:
     lock: threading.Lock = field(default_factory=threading.Lock)
     cancel: threading.Event = field(default_factory=threading.Event)
     queued: bool = False
-    started: bool = False
     closed: bool = False
-    current: str = ""  # the words prefilled last (or being prefilled now)
+    current: str = ""  # the words prefilled last (or being prefilled now); "" = none started
+    first_started: Optional[float] = None
     done: str = ""  # the words of the last prefill that finished
     running: bool = False
     useless: bool = False  # a prefill declined: no local model can, or a remote will answer
@@ -71,9 +71,10 @@ class Speculator:
             return None
         with spec.lock:
             spec.closed = True
-            if not spec.started:  # the turn evaluates the same words just as fast itself
+            if not spec.current:  # none started: the turn evaluates the words as fast itself
                 spec.cancel.set()
-            if not spec.started or spec.useless:
+                return None
+            if spec.useless:
                 return None
             report = spec.report
             if spec.running and shared_words(spec.current, final) <= shared_words(spec.done,
@@ -82,9 +83,8 @@ class Speculator:
                 # its mind about its last words): stop it so the turn starts now.
                 spec.cancel.set()
                 report["stopped_stale"] = True
-            report.update(heard=spec.current or spec.latest, matched=spec.current == final)
-            first = report.pop("first_started", None)
-            report["ahead_ms"] = None if first is None else round((asr_final - first) * 1000, 1)
+            report.update(heard=spec.current, matched=spec.current == final,
+                          ahead_ms=round((asr_final - spec.first_started) * 1000, 1))
         return report
 
     def cancel(self) -> None:
@@ -102,10 +102,11 @@ class Speculator:
                 if spec.closed or spec.cancel.is_set() or text == spec.current:
                     spec.queued = False
                     return
-                spec.started = spec.running = True
+                spec.running = True
                 spec.current = text
-                spec.report.setdefault("first_started", self.clock())
-            start = self.clock()
+                start = self.clock()
+                if spec.first_started is None:
+                    spec.first_started = start
             try:
                 tokens = self.prefill(text, spec.cancel)
             finally:

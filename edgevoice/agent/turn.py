@@ -31,7 +31,7 @@ class TurnMetrics:
     evaluated_tokens: Optional[int] = None
     completion_tokens: Optional[int] = None
     failover: Optional[dict] = None  # from, to, reason, at (monotonic), first_token_after_ms
-    speculation: Optional[dict] = None  # prefill started at a pause: heard, matched, tokens, ms
+    speculation: Optional[dict] = None  # read ahead while the user spoke (agent/speculation.py)
 
     def mark(self, stage: str, when: float | None = None) -> None:
         """Record a stage once (the first occurrence is the one that matters for latency)."""

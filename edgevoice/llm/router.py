@@ -133,25 +133,19 @@ class Router:
             self._evaluated_tokens(target, messages))
 
     def expects_local(self, messages: list[Message]) -> bool:
-        """Whether ``route(messages)`` will most likely pick the local model, without touching
-        the network (a remote whose circuit is half-open counts as up): for speculative work
-        that only the local model can use and that would delay a remote turn."""
+        """Whether ``route(messages)`` will most likely pick the local model, decided without
+        the network: for speculative work that only the local model can use and that would
+        delay a remote turn."""
         local = self.local
-        if local is None or self.policy == "remote":
-            return False
-        remotes = [t for t in self.remotes if self.breaker(t.name).state != "open"]
-        if self.policy == "local" or not remotes:
-            return True
-        local_ms = self.predict_ms(local, messages)
-        if local_ms is None or local_ms <= self.budget_ms:
-            return True
-        remote_ms = [self.predict_ms(t, messages) for t in remotes]
-        return all(ms is not None and ms >= local_ms for ms in remote_ms)
+        return local is not None and self.route(messages, probe=False).target is local
 
-    def route(self, messages: Optional[list[Message]] = None) -> Route:
+    def route(self, messages: Optional[list[Message]] = None, *, probe: bool = True) -> Route:
+        """The target for ``messages`` and its fallbacks. ``probe=False`` never touches the
+        network: a remote whose circuit is half-open counts as up instead of being probed."""
         messages = messages or []
         local = self.local
-        remotes = [t for t in self.remotes if self.healthy(t)]
+        up = self.healthy if probe else (lambda t: self.breaker(t.name).state != "open")
+        remotes = [t for t in self.remotes if up(t)]
         down = [t.name for t in self.remotes if t not in remotes]
         down_note = f"; {', '.join(down)} unavailable" if down else ""
         if self.policy == "local" or not self.remotes:
