@@ -6,6 +6,11 @@ Under a unit with ``Type=notify`` systemd passes ``$NOTIFY_SOCKET``, an AF_UNIX 
 every call is a no-op that returns False, so callers never need to ask whether they run under
 systemd. Errors are logged once and never raised: a keep-alive must not break the turn loop.
 
+Sends never block. The receiver's queue is short (``net.unix.max_dgram_qlen``, 10 by default
+outside systemd's sysctl), and a blocking ``sendto`` into a full queue would freeze the asyncio
+loop that owns the turns -- the very hang the watchdog exists to catch. A full queue drops the
+message (logged once); the next keep-alive tries again.
+
 Intended call sites (the daemon, ``edgevoice run``):
 
 * ``ready()`` once the targets are warmed up, the input stream is open and the turn loop is about
@@ -30,6 +35,7 @@ from collections.abc import Mapping
 log = logging.getLogger(__name__)
 
 _warned = False
+_dropped = False
 
 
 def _address(env: Mapping[str, str]) -> str | None:
@@ -59,13 +65,26 @@ def notify(*assignments: str, env: Mapping[str, str] | None = None) -> bool:
     if address is None:
         return False
     message = "\n".join(assignments).encode("utf-8")
+    flags = socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-            sock.sendto(message, address)
+        with socket.socket(socket.AF_UNIX, flags) as sock:
+            sock.sendto(message, socket.MSG_DONTWAIT, address)
+    except BlockingIOError:
+        _note_dropped(address)
+        return False
     except OSError as exc:
         _warn_once(f"cannot notify {address.lstrip(chr(0))!r}: {exc}")
         return False
     return True
+
+
+def _note_dropped(address: str) -> None:
+    """The receiver is not reading: drop this message, say so once (not once per keep-alive)."""
+    global _dropped
+    if not _dropped:
+        _dropped = True
+        log.warning("sd_notify: %r is not reading its queue; notifications are dropped until it "
+                    "does", address.lstrip(chr(0)))
 
 
 def _oneline(text: str) -> str:

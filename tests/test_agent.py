@@ -7,6 +7,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -281,19 +283,27 @@ def test_daemon_tells_systemd_it_is_ready_and_keeps_the_watchdog_fed(tmp_path):
     addr = str(tmp_path / "notify")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(addr)
-    sock.settimeout(30)
+    messages: list[str] = []
+    done = threading.Event()
+
+    def drain() -> None:  # read as systemd does, so the queue (max_dgram_qlen 10) never fills
+        sock.settimeout(0.1)
+        while not done.is_set():
+            try:
+                messages.append(sock.recv(4096).decode())
+            except TimeoutError:
+                continue
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
     out = run_cli("run", "--input", str(SPEECH / "speechbrain__spk2_snt2.wav"), "--output",
                   str(tmp_path / "o.wav"), "--json",
                   env={"NOTIFY_SOCKET": addr, "WATCHDOG_USEC": "400000",
                        "XDG_DATA_HOME": str(tmp_path)})
+    time.sleep(0.3)
+    done.set()
+    reader.join(5)
     assert out.returncode == 0, out.stderr
-    messages = []
-    sock.settimeout(0.5)
-    try:
-        while True:
-            messages.append(sock.recv(4096).decode())
-    except TimeoutError:
-        pass
     text = "\n".join(messages)
     assert "READY=1" in text and "STOPPING=1" in text
     assert text.count("WATCHDOG=1") >= 2  # the clip lasts ~2 s; keep-alives every 0.2 s

@@ -85,3 +85,29 @@ def test_watchdog_interval():
     assert sdnotify.watchdog_interval({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "1"}) is None
     assert sdnotify.watchdog_interval({"WATCHDOG_USEC": "junk"}) is None
     assert sdnotify.watchdog_interval({"WATCHDOG_USEC": "0"}) is None
+
+
+def test_a_reader_that_never_reads_cannot_block_a_keepalive(monkeypatch, listener, caplog):
+    """net.unix.max_dgram_qlen is 10 outside systemd: the 11th blocking send would hang the loop."""
+    import threading
+
+    sock, path = listener
+    monkeypatch.setenv("NOTIFY_SOCKET", path)
+    monkeypatch.setattr(sdnotify, "_dropped", False)
+    results: list[bool] = []
+    sender = threading.Thread(target=lambda: results.extend(sdnotify.watchdog()
+                                                            for _ in range(200)), daemon=True)
+    with caplog.at_level("WARNING", logger="edgevoice.sdnotify"):
+        sender.start()
+        sender.join(10)
+    assert not sender.is_alive(), "a keep-alive blocked on a full notify queue"
+    assert len(results) == 200 and results[0] and not results[-1]  # later ones were dropped
+    assert sum("not reading" in r.getMessage() for r in caplog.records) == 1  # said once
+    sock.settimeout(0.2)
+    try:
+        while True:
+            sock.recv(4096)
+    except TimeoutError:
+        pass
+    assert sdnotify.watchdog()  # once the reader catches up, keep-alives arrive again
+    assert sock.recv(4096) == b"WATCHDOG=1"
