@@ -41,6 +41,26 @@ START_TIMEOUT_S = 120.0  # a started daemon loads its models before it opens the
 RECONNECT_S = 1.0
 
 
+# `python -m edgevoice` would put the working directory first on sys.path, and a folder there
+# named `edgevoice` (the checkout of an editable install, started from its parent, e.g. $HOME at
+# login) would shadow the package. `-c` puts '' there instead, which this removes before import.
+_AGENT_BOOT = ("import sys\n"
+               "if sys.path and sys.path[0] == '': del sys.path[0]\n"
+               "from edgevoice.cli import main\n"
+               "sys.exit(main())")
+
+
+def agent_command(config: Optional[str] = None, *run_args: str) -> list[str]:
+    """The argv that starts `edgevoice run` with this interpreter, whatever the working directory.
+
+    A relative ``config`` is made absolute so it means what it meant to the user.
+    """
+    argv = [sys.executable, "-c", _AGENT_BOOT]
+    if config:
+        argv += ["--config", str(Path(config).absolute())]
+    return [*argv, "run", *run_args]
+
+
 def notify(message: str) -> None:
     """A desktop notification where ``notify-send`` exists, else a log line."""
     log.warning("%s", message)
@@ -61,12 +81,13 @@ class TrayApp:
         self.socket_path = socket_path
         self.config_path = config_path
         self.notify = notifier
-        self.run_argv = run_argv or [sys.executable, "-m", "edgevoice", "run"]
+        self.run_argv = run_argv or agent_command()
         self.model = TrayModel()
         self.child: Optional[subprocess.Popen] = None
         self.icon: Any = None  # an X11TrayIcon or a PystrayIcon once made
         self._lock = threading.Lock()
         self._icon_lock = threading.Lock()
+        self._child_lock = threading.Lock()
         self._stopping = threading.Event()
         self._events_client: Optional[ControlClient] = None
         self._thread: Optional[threading.Thread] = None
@@ -91,13 +112,36 @@ class TrayApp:
             time.sleep(0.25)
         log.info("attached to the agent on %s", self.socket_path)
 
+    def attach_or_start_in_background(self, start: bool) -> threading.Thread:
+        """``attach_or_start`` on its own thread, so the icon (grey: no agent) shows meanwhile.
+
+        A start that fails becomes a notification; the tray stays, offering "Start the agent".
+        """
+        def run() -> None:
+            try:
+                self.attach_or_start(start)
+            except (UserError, OSError) as exc:
+                if not self._stopping.is_set():
+                    self.notify(f"could not start the agent: {exc}")
+
+        thread = threading.Thread(target=run, name="tray-start", daemon=True)
+        thread.start()
+        return thread
+
     def start_daemon(self) -> None:
-        log.info("no agent on %s: starting `%s`", self.socket_path, " ".join(self.run_argv))
-        self.child = subprocess.Popen(self.run_argv, stdin=subprocess.DEVNULL)
+        with self._child_lock:  # never start a child after stop() has looked for one
+            if self._stopping.is_set():
+                return
+            log.info("no agent on %s: starting it", self.socket_path)
+            log.debug("agent command: %s", self.run_argv)
+            self.child = child = subprocess.Popen(self.run_argv, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + START_TIMEOUT_S
         while not self.daemon_running():
-            if self.child.poll() is not None:
-                raise UserError(f"the agent exited with code {self.child.returncode} before "
+            if self.child is not child:  # the tray was quit meanwhile (stop() stopped it)
+                return
+            if child.poll() is not None:
+                self.child = None
+                raise UserError(f"the agent exited with code {child.returncode} before "
                                 "it opened its control socket (see its messages above)")
             if time.monotonic() >= deadline:
                 raise UserError(f"the agent did not open {self.socket_path} within "
@@ -191,6 +235,12 @@ class TrayApp:
             result = {"opened": str(self.open_config())}
         elif action == "stop_daemon":
             result = self.command("quit")
+        elif action == "start_daemon":
+            if self.model.connected or self.daemon_running():
+                result = {"started": False}
+            else:
+                self.attach_or_start_in_background(start=True)
+                result = {"started": True}
         elif action == "quit":
             self.stop()
             result = {"stopping": True}
@@ -221,9 +271,10 @@ class TrayApp:
 
     def stop(self) -> None:
         """Quit the tray (and the daemon, when the tray started it); idempotent."""
-        if self._stopping.is_set():
-            return
-        self._stopping.set()
+        with self._child_lock:
+            if self._stopping.is_set():
+                return
+            self._stopping.set()
         client = self._events_client
         if client is not None:
             try:
@@ -366,10 +417,7 @@ def cmd_tray(args) -> int:
 
     cfg, _ = load_config(args.config)
     path = socket_path(args.socket or cfg.control.socket)
-    run_argv = [sys.executable, "-m", "edgevoice"]
-    if args.config:
-        run_argv += ["--config", args.config]
-    run_argv.append("run")
+    run_argv = agent_command(args.config)
     config_file = find_config_path(args.config) or default_config_path()
     app = TrayApp(path, Path(config_file), run_argv=run_argv)
     if args.socket and path != socket_path(cfg.control.socket):
@@ -377,10 +425,10 @@ def cmd_tray(args) -> int:
         if not app.daemon_running():
             raise UserError(f"no agent on {path}; the tray starts agents only on the configured "
                             f"socket ({socket_path(cfg.control.socket)})")
-    else:
-        app.attach_or_start(args.start)
-    app.make_icon(backend)
+    app.make_icon(backend)  # at once: grey "no agent" until the agent answers
     app.follow()
+    if not (args.socket and path != socket_path(cfg.control.socket)):
+        app.attach_or_start_in_background(args.start)
     signal.signal(signal.SIGTERM, lambda *_: app.stop())
     signal.signal(signal.SIGINT, lambda *_: app.stop())
     try:

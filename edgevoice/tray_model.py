@@ -150,7 +150,7 @@ def latency_text(model: TrayModel) -> str:
     recorded (a turn cut before it spoke)."""
     lat = model.last_latency_ms
     if not lat:
-        return "Last turn: —"
+        return "Last turn: none yet"
     value = lat.get("first_audio", max(lat.values()))
     where = f" ({model.last_target})" if model.last_target else ""
     return f"Last turn: {value:.0f} ms{where}"
@@ -173,7 +173,8 @@ def menu_model(model: TrayModel, *, owns_daemon: bool = False) -> list[MenuEntry
         MenuEntry(latency_text(model), enabled=False),
         MenuEntry("Open config", "open_config"),
         SEPARATOR,
-        MenuEntry("Stop the agent", "stop_daemon", enabled=up),
+        MenuEntry("Stop the agent", "stop_daemon") if up
+        else MenuEntry("Start the agent", "start_daemon"),
         MenuEntry("Quit" + (" (stops the agent)" if owns_daemon else ""), "quit"),
     ]
     return entries

@@ -34,6 +34,8 @@ SYSTEM_TRAY_REQUEST_DOCK = 0
 XEMBED_MAPPED = 1
 RETRY_S = 1.0  # how often an icon that is not embedded asks again
 
+MENU_FONTS = ("DejaVuSans.ttf", "LiberationSans-Regular.ttf", "NotoSans-Regular.ttf",
+              "FreeSans.ttf")
 ROW_H, SEPARATOR_H, PAD_X, MARK_W, FONT_PX = 24, 9, 10, 20, 13
 MENU_BG, MENU_FG, MENU_DIM = (246, 246, 246), (25, 25, 25), (150, 150, 150)
 MENU_HI_BG, MENU_HI_FG, MENU_LINE = (52, 101, 164), (255, 255, 255), (200, 200, 200)
@@ -41,9 +43,15 @@ MENU_HI_BG, MENU_HI_FG, MENU_LINE = (52, 101, 164), (255, 255, 255), (200, 200, 
 
 @lru_cache(maxsize=1)
 def _menu_font() -> Any:
-    """Pillow's built-in font at the menu's size (decoded once, not on every hover)."""
+    """The desktop's sans font where installed (DejaVu, Liberation: they cover the menu's text
+    and a user's names), else Pillow's built-in one; decoded once, not on every hover."""
     from PIL import ImageFont
 
+    for name in MENU_FONTS:
+        try:
+            return ImageFont.truetype(name, FONT_PX)
+        except OSError:
+            continue
     return ImageFont.load_default(FONT_PX)
 
 

@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 from _daemon import Daemon, compose
 
-from edgevoice.tray import TrayApp
+from edgevoice.tray import TrayApp, agent_command
 from edgevoice.tray_model import (
     ICONS,
     TrayModel,
@@ -27,7 +28,7 @@ from edgevoice.tray_model import (
     latency_text,
     menu_model,
 )
-from edgevoice.tray_x11 import MENU_BG
+from edgevoice.tray_x11 import MENU_BG, _menu_font
 
 STATUS = {"state": "listening", "muted": False, "policy": "auto",
           "activation": {"mode": "always", "active": True},
@@ -88,7 +89,9 @@ def test_menu_model_follows_the_state():
     assert "Quit (stops the agent)" in entries
     offline = menu_model(TrayModel())
     assert not any(e.enabled for e in offline if e.action and e.action.startswith("policy"))
-    assert latency_text(TrayModel()) == "Last turn: —"
+    assert latency_text(TrayModel()) == "Last turn: none yet"
+    assert "Start the agent" in {e.text for e in offline} and "Stop the agent" not in {
+        e.text for e in offline}
     assert latency_text(TrayModel(last_latency_ms={"asr_final": 80.0, "llm_first_token": 310.0})
                         ) == "Last turn: 310 ms"              # cut before it spoke
 
@@ -172,6 +175,53 @@ def test_tray_starts_its_own_daemon_and_stops_it(quiet_wav, tmp_path, monkeypatc
     finally:
         if app.child is not None:
             app.child.kill()
+
+
+def test_every_menu_text_has_a_glyph_in_the_menu_font():
+    # Pillow's built-in font has no em dash: "Last turn: —" was drawn as a box.
+    pytest.importorskip("PIL")
+    from PIL import Image, ImageDraw
+
+    font = _menu_font()
+
+    def bitmap(ch: str) -> bytes:
+        image = Image.new("L", (40, 40))
+        ImageDraw.Draw(image).text((5, 5), ch, fill=255, font=font)
+        return image.tobytes()
+
+    missing = bitmap("\U0010fffd")  # a private-use code point: no font draws it
+    states = [TrayModel(), from_status(STATUS),
+              apply_event(from_status(STATUS), {"event": "muted", "muted": True})]
+    texts = {e.text for m in states for owns in (False, True)
+             for e in menu_model(m, owns_daemon=owns) if not e.separator}
+    assert "Last turn: none yet" in texts
+    for text in sorted(texts):
+        for ch in set(text) - {" "}:
+            assert bitmap(ch) != missing, f"{ch!r} of {text!r} has no glyph in the menu font"
+
+
+def test_the_agent_starts_from_a_folder_holding_a_checkout_named_edgevoice(
+        quiet_wav, tmp_path, monkeypatch):
+    # `python -m` puts the working directory first on sys.path: a checkout at ~/edgevoice,
+    # started from ~ (as autostart does), shadowed the package and the agent died on import.
+    home = tmp_path / "home"
+    (home / "edgevoice" / "edgevoice").mkdir(parents=True)   # a checkout's layout, no __init__
+    monkeypatch.chdir(home)
+    sock = Path(tempfile.mkdtemp(prefix="evtr-")) / "c.sock"
+    (home / "agent.yaml").write_text(f"control:\n  socket: {sock}\n")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    shadowed = subprocess.run([sys.executable, "-m", "edgevoice", "--version"],
+                              capture_output=True, text=True)
+    assert shadowed.returncode != 0   # the trap is real in this folder
+    argv = agent_command("agent.yaml", "--input", str(quiet_wav), "--output",
+                         str(tmp_path / "out.wav"))
+    assert str(home / "agent.yaml") in argv                   # relative config made absolute
+    app = TrayApp(sock, home / "agent.yaml", run_argv=argv, notifier=lambda _: None)
+    try:
+        app.attach_or_start(start=True)
+        assert app.daemon_running()
+    finally:
+        app.stop()
 
 
 # -- for real: Xvfb, trayer, clicks through the X server (XTest) ----------------------------------
@@ -455,3 +505,32 @@ def test_icon_docks_when_the_tray_host_starts_late_and_again_after_it_restarts(
             stop(trayer)
         daemon.client().request("quit")
         daemon.finish()
+
+
+@needs_x
+def test_cli_shows_no_agent_at_once_then_starts_the_agent_from_home(pulse, tmp_path, xdisplay):
+    # The icon must be there before the agent is (users started the tray twice), and the
+    # agent the tray starts must run from a folder that holds a checkout called edgevoice.
+    home = tmp_path / "home"
+    (home / "edgevoice" / "edgevoice").mkdir(parents=True)
+    sock = Path(tempfile.mkdtemp(prefix="evtr-")) / "c.sock"
+    cfg = home / "agent.yaml"
+    cfg.write_text(f"control:\n  socket: {sock}\n")
+    env = dict(pulse.env, DISPLAY=xdisplay, PYSTRAY_BACKEND="xorg", XDG_DATA_HOME=str(tmp_path))
+    edgevoice = Path(sys.executable).with_name("edgevoice")   # the console script users run
+    if not edgevoice.exists():
+        pytest.skip(f"no console script next to {sys.executable}: pip install -e .")
+    tray = subprocess.Popen([str(edgevoice), "--config", "agent.yaml", "tray"], cwd=str(home),
+                            env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        shows(xdisplay, "offline", timeout=30)
+        assert not sock.exists(), "the grey icon should show while no agent runs yet"
+        shows(xdisplay, "listening", timeout=90)         # the tray started the agent
+        tray.send_signal(signal.SIGTERM)
+        assert tray.wait(20) == 0, tray.stderr.read()
+        probe = TrayApp(sock, cfg)
+        wait_until(lambda: not probe.daemon_running(), what="the tray's agent to stop with it")
+    finally:
+        if tray.poll() is None:
+            tray.kill()
+            tray.wait()
