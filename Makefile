@@ -11,6 +11,13 @@ ARGS ?=
 APT_RUN := espeak-ng libportaudio2 libasound2-plugins python3-venv python3-dev build-essential
 APT_TEST := $(APT_RUN) pulseaudio pulseaudio-utils sox systemd desktop-file-utils openssl xvfb trayer imagemagick
 
+# llama-cpp-python compiles llama.cpp; we use only libllama and ggml, so its multimodal library
+# (LLAVA_BUILD) and the `common` helpers of llama.cpp's own programs are skipped: about half
+# the compile. Your own CMAKE_ARGS (e.g. -DGGML_CUDA=on for GPU layers) are kept in front.
+LLAMA_SLIM := -DLLAVA_BUILD=OFF -DCMAKE_PROJECT_llama.cpp_INCLUDE=$(CURDIR)/packaging/llama-cpp-slim.cmake
+export CMAKE_ARGS := $(strip $(CMAKE_ARGS) $(LLAMA_SLIM))
+PIP_INSTALL := $(PYTHON) packaging/pip-install-progress.py $(BIN)/python
+
 .PHONY: run test lint deps-run deps-test clean
 
 run: deps-run $(VENV)/.installed
@@ -33,13 +40,13 @@ $(VENV)/bin/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
-	@echo "installing edgevoice into $(VENV) (llama-cpp-python compiles from source: ~8 min the first time)"
-	$(BIN)/python -m pip install --progress-bar off -e .
+	@echo "installing edgevoice into $(VENV)"
+	$(PIP_INSTALL) -e .
 	@touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(VENV)/bin/python
-	@echo "installing edgevoice[test] into $(VENV) (llama-cpp-python compiles from source: ~8 min the first time)"
-	$(BIN)/python -m pip install --progress-bar off -e '.[test]'
+	@echo "installing edgevoice[test] into $(VENV)"
+	$(PIP_INSTALL) -e '.[test]'
 	@touch $@ $(VENV)/.installed
 
 clean:
