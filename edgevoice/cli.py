@@ -15,11 +15,25 @@ from edgevoice.errors import UserError
 log = logging.getLogger("edgevoice")
 
 
+class _NoticeFormatter(logging.Formatter):
+    """stderr without -v is for a person: `edgevoice: warning: one sentence`, with no
+    timestamp, logger name or traceback (``-v``/``-vv`` bring the developer format back)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if record.exc_info or record.exc_text or record.stack_info:
+            message += " (run with -v for the details)"
+        level = ("error" if record.levelno >= logging.ERROR else
+                 "warning" if record.levelno >= logging.WARNING else record.levelname.lower())
+        return f"edgevoice: {level}: {message}"
+
+
 def _setup_logging(verbosity: int) -> None:
     level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_NoticeFormatter() if verbosity <= 0 else logging.Formatter(
+        "%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])  # a no-op where logging is set up
 
 
 def _load(args):
@@ -42,10 +56,12 @@ def _emit(obj: dict) -> None:
 
 def cmd_transcribe(args) -> int:
     from edgevoice.asr.select import make_recognizer
-    from edgevoice.audio.wavfile import iter_chunks, read_audio
+    from edgevoice.audio.wavfile import check_audio_file, iter_chunks, read_audio
     from edgevoice.transcriber import StreamingTranscriber, transcribe_chunks
 
     cfg, paths = _load(args)
+    for name in args.files:  # a bad file fails now, not after the recognizer has loaded
+        check_audio_file(name)
     recognizer = make_recognizer(cfg.asr, paths, cfg.audio.sample_rate)
     for name in args.files:
         audio = read_audio(name, cfg.audio.sample_rate)
@@ -133,13 +149,17 @@ def cmd_ask(args) -> int:
     from edgevoice.tts.clauses import ClauseSplitter
 
     cfg, paths = _load(args)
-    router = make_router(cfg, paths, args.llm_model, require_model=args.llm_model is not None,
+    # One piece of advice, never two: a model that was named (flag or config) but is missing
+    # is an error naming its own fix; with none at all the reply says how to get one, so the
+    # loader's notice (the daemon's) is not printed beside it.
+    named = args.llm_model or cfg.llm.model
+    router = make_router(cfg, paths, args.llm_model, require_model=bool(named),
                          remote_url=args.remote, remote_model=args.remote_model,
-                         policy=args.policy)
-    brain = Brain(router, cfg.llm)
+                         policy=args.policy, warn_missing=False)
+    brain = Brain(router, cfg.llm, apology=None)  # no spoken apology: the failure is reported
     try:
         if router.policy != "local" and not match_intent(args.text):
-            prepare_targets(router, paths)
+            prepare_targets(router, paths, warn=False)  # the turn's own failure says it once
         turn = Turn(args.text)
         turn.metrics.speech_end = time.monotonic()  # for `ask`, latency counts from the text
         turn.metrics.mark("asr_final")
@@ -163,10 +183,13 @@ def cmd_ask(args) -> int:
         brain.finish(turn, decision)
         if args.json:
             _emit(turn.to_event())
-        else:
+        elif turn.reply or not turn.metrics.error:
             print(flush=True)
     finally:
         router.close()
+    if turn.metrics.error:  # no target answered, or the answer was cut: the operation failed
+        print(f"edgevoice: error: {turn.metrics.error}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -208,8 +231,9 @@ def _router_for_targets(args):
 
     cfg, paths = _load(args)
     router = make_router(cfg, paths, args.llm_model, remote_url=args.remote,
-                         remote_model=args.remote_model, policy=args.policy)
-    prepare_targets(router, paths, calibrate_local=True)
+                         remote_model=args.remote_model, policy=args.policy,
+                         warn_missing=False)  # the table says it: no notice beside it
+    prepare_targets(router, paths, calibrate_local=True, warn=False)
     for target in router.remotes:
         router.healthy(target)
     return router
@@ -226,14 +250,41 @@ def cmd_targets(args) -> int:
         if not rows:
             print("no targets: no local model and no remote configured")
         for r in rows:
-            e = r["estimates"]
-            print(f"{r['name']:10s} {r['kind']:6s} {r['model']:30s} {r['circuit']:9s} "
-                  f"prefill {e['prefill_tps']} tok/s, decode {e['decode_tps']} tok/s, "
-                  f"overhead {e['overhead_ms']} ms, rtt {e['rtt_ms']} ms"
-                  + (f"  last error: {r['last_error']}" if r["last_error"] else ""))
+            print(_target_line(r))
+        if rows and router.local is None:
+            from edgevoice.agent.intents import GET_MODEL_COMMAND
+
+            print(f"{'local':10s} none: no language model (`{GET_MODEL_COMMAND}` gets one)")
     finally:
         router.close()
     return 0
+
+
+# The circuit breaker's states, as a user reads them (`--json` keeps the state names).
+_HEALTH_WORDS = {"closed": "healthy", "open": "down, skipped for now",
+                 "half-open": "down, retried on the next turn"}
+_FIGURES = (("prefill_tps", "prefill", "tok/s"), ("decode_tps", "decode", "tok/s"),
+            ("overhead_ms", "overhead", "ms"), ("rtt_ms", "round trip", "ms"))
+
+
+def _target_line(row: dict) -> str:
+    """One `edgevoice targets` row in words: health, and the figures measured so far."""
+    e = row["estimates"]
+    measured = ", ".join(f"{label} {e[key]:g} {unit}" for key, label, unit in _FIGURES
+                         if e.get(key) is not None)
+    missing = ", ".join(label for key, label, _ in _FIGURES if e.get(key) is None)
+    if not measured:
+        figures = "speed not measured yet"
+    elif missing:
+        figures = f"{measured}; {missing} not measured yet"
+    else:
+        figures = measured
+    health = _HEALTH_WORDS.get(row["circuit"], row["circuit"])
+    if row["circuit"] == "closed" and row["last_error"]:  # failed, but not often enough to skip
+        health = "up, but its last request failed"
+    return (f"{row['name']:10s} {row['kind']:6s} {row['model'] or 'unknown model':30s} "
+            f"{health}: {figures}"
+            + (f"; last error: {row['last_error']}" if row["last_error"] else ""))
 
 
 def cmd_bench_targets(args) -> int:
@@ -287,6 +338,10 @@ def cmd_run(args) -> int:
                          remote_model=args.remote_model, policy=args.policy)
     synth = source = output = control = None
     try:
+        if args.input:  # a bad input file fails before any model loads
+            from edgevoice.audio.filesource import RealtimeFileSource
+
+            source = RealtimeFileSource(args.input, cfg.audio.sample_rate, cfg.audio.block_ms)
         # Bound before anything slow, so a second daemon is refused at once.
         control = ControlServer.for_run(cfg, args.config, file_mode=bool(args.input))
         prepare_targets(router, paths)
@@ -296,11 +351,7 @@ def cmd_run(args) -> int:
         if not args.json:
             print(_asr_notice(recognizer), file=sys.stderr)
         transcriber = make_transcriber(cfg, recognizer)
-        if args.input:
-            from edgevoice.audio.filesource import RealtimeFileSource
-
-            source = RealtimeFileSource(args.input, cfg.audio.sample_rate, cfg.audio.block_ms)
-        else:
+        if not args.input:
             from edgevoice.audio.devices import Microphone
 
             device = args.device if args.device is not None else cfg.audio.input_device
@@ -347,11 +398,13 @@ def cmd_run(args) -> int:
 def cmd_devices(args) -> int:
     import dataclasses
 
-    from edgevoice.audio.devices import list_devices
+    from edgevoice.audio.devices import list_devices, server_devices
 
     devices = list_devices()
+    server = server_devices(devices)
     if args.json:
-        _emit({"devices": [dataclasses.asdict(d) for d in devices]})
+        _emit({"devices": [dataclasses.asdict(d) for d in devices],
+               "server": dataclasses.asdict(server) if server is not None else None})
         return 0
     if not devices:
         print("no audio devices found (is PulseAudio/PipeWire running, or ALSA configured?)")
@@ -360,16 +413,54 @@ def cmd_devices(args) -> int:
         mark = ("<" if d.is_default_input else " ") + (">" if d.is_default_output else " ")
         print(f"{mark} {d.index:3d}  {d.name}  (in {d.max_input_channels}, "
               f"out {d.max_output_channels}, {d.default_samplerate:.0f} Hz, {d.hostapi})")
-    print("\n< default input, > default output; pick one with `audio.input_device` or --device")
+    if server is not None:
+        print(f"\nsound server {server.describe()}, reached through the `pulse` device; "
+              "pick these by name or part of it:")
+        for title, kind, mark in (("sources (input)", "input", "< "), ("sinks (output)",
+                                                                      "output", " >")):
+            print(f"  {title}:")
+            for s in server.devices(kind):
+                extra = ", monitor of a sink" if s.monitor else ""
+                about = f"  {s.description}" if s.description else ""
+                print(f"  {mark if s.is_default else '  '}  {s.name}{about}  ({s.channels} ch, "
+                      f"{s.rate} Hz{extra})")
+            if not server.devices(kind):
+                print("      none")
+    print("\n< default input, > default output; pick one by index or name with --device / "
+          "--output-device or `audio.input_device` / `audio.output_device`")
     return 0
 
 
 def cmd_config_check(args) -> int:
-    from edgevoice.config import load_config
+    """Every problem of the file (each with key and line), and model settings that name
+    nothing; a catalog model that is only not downloaded yet is a warning."""
+    from edgevoice.config import Paths, check_config, find_config_path, read_config_text
+    from edgevoice.modelstore.resolve import check_model_setting
 
-    path = args.path or args.config
-    _, source = load_config(path)
-    print(f"{source}: OK" if source else "no config file: built-in defaults are used (OK)")
+    found = find_config_path(args.path or args.config)
+    if found is None:
+        print("no config file: built-in defaults are used (OK)")
+        return 0
+    checked = check_config(read_config_text(found), str(found))
+    said = [(p.line or 0, "error", str(p)) for p in checked.problems]
+    paths = Paths.from_config(checked.config)
+    for key, kind in (("llm.model", "llm"), ("asr.vosk_model", "asr")):
+        section, name = key.split(".")
+        value = getattr(getattr(checked.config, section), name)
+        verdict = check_model_setting(key, value, kind, paths) if value else None
+        if verdict is not None:
+            line = checked.lines.get(key)
+            said.append((line or 0, verdict[0], f"{found}, line {line}: {verdict[1]}" if line
+                         else f"{found}: {verdict[1]}"))
+    for _, level, text in sorted(said, key=lambda s: s[0]):
+        print(f"edgevoice: {level}: {text}", file=sys.stderr)
+    errors = sum(level == "error" for _, level, _ in said)
+    if errors:
+        print(f"{found}: {errors} problem{'s' * (errors > 1)} to fix", file=sys.stderr)
+        return 2
+    warnings = len(said)
+    print(f"{found}: OK" + (f" ({warnings} warning{'s' * (warnings > 1)} above)" if warnings
+                            else ""))
     return 0
 
 
@@ -489,6 +580,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = csub.add_parser("show", parents=[common], help="print the effective configuration")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_config_show)
+    __import__("edgevoice.packaging_files", fromlist=["_"]).register(sub, common, csub)
     return parser
 
 

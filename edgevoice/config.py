@@ -35,10 +35,12 @@ class AudioConfig:
     """Audio devices and the processing format."""
 
     input_device: Optional[Union[int, str]] = opt(
-        None, "input device: index or (part of) its name from `edgevoice devices`; null = default"
+        None, "input device: index or (part of) the name of a device or sound-server source from "
+        "`edgevoice devices`; null = default"
     )
     output_device: Optional[Union[int, str]] = opt(
-        None, "output device: index or (part of) its name; null = system default"
+        None, "output device: index or (part of) the name of a device or sound-server sink; "
+        "null = system default"
     )
     sample_rate: int = opt(16000, "processing sample rate; devices are resampled to it", unit="Hz",
                            min=8000, max=48000)
@@ -350,13 +352,18 @@ def _plain(value):
     return value
 
 
-def _build(cls, data, path: str, source: str | None, line: int | None):
-    """Build dataclass ``cls`` from a mapping, validating names, types and ranges."""
+def _build(cls, data, path: str, source: str | None, line: int | None, found: _Found):
+    """Build dataclass ``cls`` from a mapping, validating names, types and ranges.
+
+    Every problem is added to ``found`` and its key left at the default, so that one pass finds
+    them all; ``found.lines`` gets the line of every key that was given.
+    """
     if data is None:
         data = _Mapping()
     if not isinstance(data, dict):
-        raise ConfigError(f"{_where(source, line)}`{path}` must be a mapping of keys, not "
-                          f"{type(data).__name__}")
+        found.problem(f"{_where(source, line)}`{path}` must be a mapping of keys, not "
+                      f"{type(data).__name__}", line)
+        return cls()
     lines = getattr(data, "lines", {})
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -368,47 +375,95 @@ def _build(cls, data, path: str, source: str | None, line: int | None):
             close = difflib.get_close_matches(str(key), list(fields), n=1)
             hint = f" — did you mean `{path + '.' if path else ''}{close[0]}`?" if close else ""
             known = ", ".join(fields)
-            raise ConfigError(f"{_where(source, key_line)}unknown key `{key_path}`{hint} "
-                              f"(known keys here: {known})")
+            found.problem(f"{_where(source, key_line)}unknown key `{key_path}`{hint} "
+                          f"(known keys here: {known})", key_line)
+            continue
+        found.lines[key_path] = key_line
         f = fields[key]
         tp = hints[key]
         if dataclasses.is_dataclass(tp):
-            values[key] = _build(tp, value, key_path, source, key_line)
+            values[key] = _build(tp, value, key_path, source, key_line, found)
             continue
         item_cls = typing.get_args(tp)[1] if typing.get_origin(tp) is dict else None
         if dataclasses.is_dataclass(item_cls):  # named sections, e.g. one per remote target
             if not isinstance(value, dict):
-                raise ConfigError(f"{_where(source, key_line)}`{key_path}` must be a mapping of "
-                                  f"names to sections, not {type(value).__name__}")
+                found.problem(f"{_where(source, key_line)}`{key_path}` must be a mapping of "
+                              f"names to sections, not {type(value).__name__}", key_line)
+                continue
             item_lines = getattr(value, "lines", {})
             values[key] = {str(name): _build(item_cls, item, f"{key_path}.{name}", source,
-                                             item_lines.get(name, key_line))
+                                             item_lines.get(name, key_line), found)
                            for name, item in value.items()}
             continue
         try:
             converted = _convert(value, tp)
         except ValueError:
-            raise ConfigError(f"{_where(source, key_line)}`{key_path}` must be {_type_name(tp)}, "
-                              f"got {value!r}") from None
+            found.problem(f"{_where(source, key_line)}`{key_path}` must be {_type_name(tp)}, "
+                          f"got {value!r}", key_line)
+            continue
         lo, hi = f.metadata.get("min"), f.metadata.get("max")
         if isinstance(converted, (int, float)) and not isinstance(converted, bool):
             if (lo is not None and converted < lo) or (hi is not None and converted > hi):
-                raise ConfigError(f"{_where(source, key_line)}`{key_path}` = {converted!r} is out "
-                                  f"of range: {_range_text(f)}")
+                found.problem(f"{_where(source, key_line)}`{key_path}` = {converted!r} is out "
+                              f"of range: {_range_text(f)}", key_line)
+                continue
         values[key] = converted
     return cls(**values)
 
 
-def parse_config(text: str, source: str | None = None) -> Config:
-    """Parse YAML text into a validated ``Config``; ``source`` names the file in errors."""
+@dataclass
+class _Found:
+    """What one validation pass found: every problem, and the line of every key given."""
+
+    problems: list[ConfigError] = field(default_factory=list)
+    lines: dict[str, int | None] = field(default_factory=dict)
+
+    def problem(self, message: str, line: int | None) -> None:
+        error = ConfigError(message)
+        error.line = line
+        self.problems.append(error)
+
+
+@dataclass(frozen=True)
+class CheckedConfig:
+    """The result of ``check_config``: the config (bad keys at their defaults), every problem
+    in file order, and the line of each key the file sets (``"llm.model" -> 4``)."""
+
+    config: Config
+    problems: tuple[ConfigError, ...]
+    lines: dict[str, int | None]
+
+
+def check_config(text: str, source: str | None = None) -> CheckedConfig:
+    """Validate YAML text and report every problem, not only the first (`config check`)."""
+    found = _Found()
     try:
         data = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark else None
         problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{_where(source, line)}invalid YAML: {problem}") from None
-    return _build(Config, data, "", source, None)
+        found.problem(f"{_where(source, line)}invalid YAML: {problem}", line)
+        return CheckedConfig(Config(), tuple(found.problems), found.lines)
+    cfg = _build(Config, data, "", source, None, found)
+    return CheckedConfig(cfg, tuple(found.problems), found.lines)
+
+
+def parse_config(text: str, source: str | None = None) -> Config:
+    """Parse YAML text into a validated ``Config``; ``source`` names the file in errors.
+
+    The error is the first problem, saying how many more there are (`config check` lists all).
+    """
+    checked = check_config(text, source)
+    if checked.problems:
+        first, more = checked.problems[0], len(checked.problems) - 1
+        if not more:
+            raise first
+        error = ConfigError(f"{first} (and {more} more problem{'s' * (more > 1)}: "
+                            "`edgevoice config check` lists them all)")
+        error.problems = checked.problems
+        raise error
+    return checked.config
 
 
 def default_config_path() -> Path:
@@ -434,14 +489,22 @@ def load_config(path: str | os.PathLike | None = None) -> tuple[Config, Path | N
     found = find_config_path(path)
     if found is None:
         return Config(), None
+    return parse_config(read_config_text(found), str(found)), found
+
+
+def read_config_text(found: Path) -> str:
+    """The text of a config file; a missing or unreadable file is a ConfigError."""
     try:
-        text = found.read_text(encoding="utf-8")
+        return found.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"config file {found} does not exist (copy config.example.yaml there, "
-                          f"or drop --config / ${CONFIG_ENV})") from None
+        raise ConfigError(f"config file {found} does not exist (write one there with "
+                          f"`edgevoice config example -o {found}`, or drop --config / "
+                          f"${CONFIG_ENV})") from None
     except OSError as exc:
         raise ConfigError(f"cannot read config file {found}: {exc.strerror}") from None
-    return parse_config(text, str(found)), found
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {found} is not UTF-8 text: save it as UTF-8 "
+                          "YAML") from None
 
 
 def config_to_dict(cfg) -> dict:

@@ -103,14 +103,15 @@ def check_config(config_path: Optional[str]) -> tuple[list[Check], Config]:
     wanted = find_config_path(config_path)
     if wanted is not None and not wanted.exists():
         return [fail("config", f"config file {wanted} does not exist",
-                     f"create it (`config.example.yaml` documents every key), or drop --config / "
+                     f"create it (`edgevoice config example -o {wanted}` writes every key, "
+                     "documented), or drop --config / "
                      f"${CONFIG_ENV}; the checks below use the built-in defaults")], Config()
     try:
         cfg, source = load_config(config_path)
     except ConfigError as exc:
         return [fail("config", _oneline(str(exc)),
                      "edit the file there (`edgevoice config check PATH` re-checks it; "
-                     "config.example.yaml documents every key); the checks below use the "
+                     "`edgevoice config example` documents every key); the checks below use the "
                      "built-in defaults")], Config()
     if source is None:
         return [ok("config", "no config file: built-in defaults")], cfg
@@ -136,12 +137,23 @@ def _audio_probe(arg: str) -> None:
         return
     out["portaudio"] = sd.get_portaudio_version()[1]
     out["hostapis"] = [h["name"] for h in sd.query_hostapis()]
-    out["devices"] = [asdict(d) for d in devices.list_devices()]
+    from edgevoice.audio import soundserver
+
+    listed = devices.list_devices()
+    out["devices"] = [asdict(d) for d in listed]
+    server = devices.server_devices(listed)
+    out["server"] = None if server is None else {
+        "name": server.describe(), "sources": len(server.sources), "sinks": len(server.sinks),
+        "default_input": server.default("input"), "default_output": server.default("output")}
     for kind in ("input", "output"):
         try:
-            index = devices.resolve_device(want[kind], kind)
-            rate, channels, name = devices._pick_settings(sd, kind, index, want[f"{kind}_rate"])
-            out[kind] = {"index": index, "name": name, "rate": rate, "channels": channels}
+            route = devices.resolve_route(want[kind], kind)
+            with soundserver.routed(kind, route.server_name):
+                rate, channels, name = devices._pick_settings(sd, kind, route.index,
+                                                              want[f"{kind}_rate"])
+            out[kind] = {"index": route.index, "name": name, "rate": rate, "channels": channels,
+                         "route": "server" if route.server else "portaudio",
+                         "server_device": route.server and asdict(route.server)}
         except AudioDeviceError as exc:
             out[kind] = {"error": str(exc)}
     print(json.dumps(out))
@@ -261,9 +273,36 @@ def _audio_checks(probe: _Probe, cfg: Config) -> list[Check]:
                                    f"lists, or to null for the system default"))
             continue
         which = "default" if spec is None else f"{kind}_device {spec!r}"
-        checks.append(ok(name, f"{which}: #{got['index']} {got['name']!r} at {got['rate']} Hz, "
-                               f"{got['channels']} ch ({len(found)} {kind} devices)"))
+        checks.append(ok(name, f"{which}: {_audio_route(kind, got, data.get('server'))} "
+                               f"({_audio_counts(kind, found, data.get('server'))})"))
     return checks
+
+
+def _audio_route(kind: str, got: dict[str, Any], server: Optional[dict[str, Any]]) -> str:
+    """Which device a stream of ``kind`` opens, and by which route, in words."""
+    role = "source" if kind == "input" else "sink"
+    device = f"PortAudio device #{got['index']} {got['name']!r}"
+    at = f"at {got['rate']} Hz, {got['channels']} ch"
+    picked = got.get("server_device")
+    if picked:
+        about = picked["description"]
+        about = f" ({about})" if about and about != picked["name"] else ""
+        return f"the sound server's {role} {picked['name']!r}{about} through {device} {at}"
+    if server and got["name"] == "pulse":
+        return (f"{device} {at}, which {server['name']} sends to its {role} "
+                f"{server[f'default_{kind}']!r}")
+    if server and got["name"] == "default":
+        return (f"{device} {at} (ALSA's default; {server['name']}'s default {role} is "
+                f"{server[f'default_{kind}']!r})")
+    return f"{device} {at}"
+
+
+def _audio_counts(kind: str, found: list[Any], server: Optional[dict[str, Any]]) -> str:
+    role = "source" if kind == "input" else "sink"
+    counts = f"{len(found)} PortAudio {kind} devices"
+    if server:
+        counts += f", {server[f'{role}s']} sound-server {role}s"
+    return counts
 
 
 def _speech_checks(probe: _Probe) -> list[Check]:

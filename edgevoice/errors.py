@@ -12,6 +12,9 @@ class UserError(Exception):
 class ConfigError(UserError):
     """Invalid configuration: the message names the key path and, when known, the file and line."""
 
+    line: int | None = None
+    """The line of the file the problem is on, when known (set by the config loader)."""
+
 
 class ModelError(UserError):
     """A model is missing or unusable: the message names the path and how to get one."""

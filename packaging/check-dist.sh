@@ -38,8 +38,9 @@ PY
 "$py" -m twine check --strict "$work"/dist/*
 
 "$py" - "$work/src" "$work/dist" <<'PY'
-"""Each archive holds what it must: the wheel every file of the package, the sdist the package
-plus config example, units, tests and benchmarks; names carry the package version."""
+"""Each archive holds what it must: the wheel every file of the package plus the copy of
+packaging/ that setup.py puts in it (for `edgevoice install-units`), the sdist the package plus
+config example, units, tests and benchmarks; names carry the package version."""
 import re, sys, tarfile, zipfile
 from pathlib import Path
 
@@ -64,6 +65,16 @@ for name in sorted(tracked("edgevoice") - in_wheel):
 for name in in_wheel:
     if not (name.startswith("edgevoice/") or ".dist-info/" in name):
         problems.append(f"wheel carries {name} (only the edgevoice package belongs there)")
+shipped = (".service", ".desktop", ".sysusers", ".md")  # setup.py's SUFFIXES; tooling stays out
+for source in sorted((src / "packaging").iterdir()):
+    member = f"edgevoice/packaging/{source.name}"
+    if not source.is_file() or source.suffix not in shipped:
+        if member in in_wheel:
+            problems.append(f"wheel carries {member} (build tooling belongs in the checkout)")
+    elif member not in in_wheel:
+        problems.append(f"wheel lacks {member} (setup.py copies packaging/ into the package)")
+    elif zipfile.ZipFile(wheel).read(member) != source.read_bytes():
+        problems.append(f"wheel's {member} differs from packaging/{source.name}")
 if not any(n.endswith(".dist-info/licenses/LICENSE") for n in in_wheel):
     problems.append("wheel lacks the LICENSE")
 info = next(n for n in in_wheel if n.endswith(".dist-info/entry_points.txt"))
@@ -73,8 +84,8 @@ if "edgevoice = edgevoice.cli:main" not in zipfile.ZipFile(wheel).read(info).dec
 top = sdist.name[: -len(".tar.gz")]
 in_sdist = {n.split("/", 1)[1] for n in tarfile.open(sdist).getnames() if "/" in n}
 wanted = set().union(*(tracked(d) for d in ("edgevoice", "tests", "packaging", "benchmarks")))
-wanted |= {"README.md", "pyproject.toml", "config.example.yaml", "Makefile", "MANIFEST.in",
-           "models/README.md", "LICENSE"}
+wanted |= {"README.md", "pyproject.toml", "setup.py", "config.example.yaml", "Makefile",
+           "MANIFEST.in", "models/README.md", "LICENSE"}
 for name in sorted(wanted - in_sdist):
     problems.append(f"sdist lacks {name}")
 

@@ -122,3 +122,77 @@ def test_cli_config_show_json_reflects_file(tmp_path, capsys):
     assert shown["source"] == str(f)
     assert shown["config"]["tts"]["rate_wpm"] == 150
     assert shown["config"]["vad"]["hangover_ms"] == Config().vad.hangover_ms
+
+
+def test_check_finds_every_problem_with_its_key_and_line():
+    from edgevoice.config import check_config
+
+    text = ("audio:\n  sample_rate: fast\n  block_ms: 20\nvad:\n  mode: 7\n  hangovr_ms: 3\n"
+            "asr: 3\n")
+    checked = check_config(text, "my.yaml")
+    messages = [str(p) for p in checked.problems]
+    assert len(messages) == 4, messages
+    for message, (line, key) in zip(messages, [(2, "audio.sample_rate"), (5, "vad.mode"),
+                                               (6, "vad.hangovr_ms"), (7, "`asr`")], strict=True):
+        assert message.startswith(f"my.yaml, line {line}: ") and key in message
+    assert [p.line for p in checked.problems] == [2, 5, 6, 7]
+    assert checked.config.audio.block_ms == 20  # the good keys still count
+    assert checked.lines["audio.block_ms"] == 3
+    with pytest.raises(ConfigError) as info:  # loading stops at the first, and says so
+        parse_config(text, "my.yaml")
+    assert "line 2" in str(info.value) and "3 more problems" in str(info.value)
+    assert "config check" in str(info.value)
+
+
+def test_cli_config_check_lists_all_errors(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("vad:\n  mode: 7\ntts:\n  rate_wpm: fast\n  volum: 1\n")
+    assert main(["config", "check", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    for line, key in [(2, "vad.mode"), (4, "tts.rate_wpm"), (5, "tts.volum")]:
+        assert f"{bad}, line {line}: " in err and key in err
+    assert "3 problems" in err
+
+
+def _models_config(tmp_path, body: str) -> Path:
+    models = tmp_path / "models"
+    models.mkdir(exist_ok=True)
+    f = tmp_path / "c.yaml"
+    f.write_text(f"paths:\n  models_dir: {models}\n{body}")
+    return f
+
+
+def test_cli_config_check_refuses_a_model_that_names_nothing(tmp_path, capsys):
+    f = _models_config(tmp_path, "llm:\n  n_ctx: 2048\n  model: foo\n")
+    assert main(["config", "check", str(f)]) == 2
+    err = capsys.readouterr().err
+    assert f"{f}, line 5: " in err and "`llm.model` = 'foo'" in err
+    assert "edgevoice models list" in err and "edgevoice models pull" in err
+    f = _models_config(tmp_path, "llm:\n  model: gemma-3-1b\n")  # a near miss gets a suggestion
+    assert main(["config", "check", str(f)]) == 2
+    assert "did you mean `gemma-3-1b-it`" in capsys.readouterr().err
+    f = _models_config(tmp_path, f"llm:\n  model: {tmp_path}/nowhere/x.gguf\n")
+    assert main(["config", "check", str(f)]) == 2
+    assert "x.gguf does not exist" in capsys.readouterr().err
+    f = _models_config(tmp_path, "asr:\n  vosk_model: gemma-3-1b-it\n")  # the wrong kind
+    assert main(["config", "check", str(f)]) == 2
+    err = capsys.readouterr().err
+    assert "line 4" in err and "`asr.vosk_model`" in err and "not a speech recognition" in err
+
+
+def test_cli_config_check_warns_about_a_catalog_model_not_downloaded_yet(tmp_path, capsys):
+    f = _models_config(tmp_path, "llm:\n  model: gemma-3-1b-it\n")
+    assert main(["config", "check", str(f)]) == 0  # valid: `run` starts and says what to pull
+    out, err = capsys.readouterr()
+    assert "OK" in out and "1 warning" in out
+    assert "warning" in err and "line 4" in err and "edgevoice models pull gemma-3-1b-it" in err
+    gguf = tmp_path / "models" / "gemma-3-1b-it-Q4_K_M.gguf"
+    gguf.write_bytes(b"GGUF")
+    mine = tmp_path / "mine.gguf"
+    mine.write_bytes(b"GGUF")
+    for value in ("gemma-3-1b-it", str(mine)):
+        f = _models_config(tmp_path, f"llm:\n  model: {value}\n")
+        assert main(["config", "check", str(f)]) == 0
+        out, err = capsys.readouterr()
+        assert out.strip() == f"{f}: OK" and not err

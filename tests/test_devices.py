@@ -127,6 +127,21 @@ def test_no_audio_server_and_no_devices_gives_a_clear_error(tmp_path: Path) -> N
         assert "PulseAudio" in out[key] and "edgevoice devices" in out[key]
 
 
+@pytest.mark.parametrize("spec", [2, "2", "USB"])
+@pytest.mark.parametrize("kind", ["input", "output"])
+def test_a_named_device_with_no_devices_at_all_says_none_was_found(monkeypatch, spec, kind):
+    """Not "choose one of none": with nothing to choose from, the fix is the audio server."""
+    from edgevoice.audio import devices
+    from edgevoice.errors import AudioDeviceError
+
+    monkeypatch.setattr(devices, "list_devices", lambda: [])
+    with pytest.raises(AudioDeviceError) as info:
+        devices.resolve_device(spec, kind)
+    message = str(info.value)
+    assert f"No audio {kind} device found" in message and "PulseAudio" in message
+    assert "none" not in message
+
+
 # -- with a private PulseAudio --------------------------------------------------------------------
 
 

@@ -287,6 +287,25 @@ def test_catalog_validation_names_the_entry_and_the_problem(tmp_path, change, me
     assert message in str(info.value) and str(path) in str(info.value)
 
 
+@pytest.mark.parametrize("line, message, wrong", [
+    # YAML reads an unquoted all-digit checksum as a number: 0000...0 becomes the int 0.
+    ("sha256: " + "0" * 64, "must be a quoted string of 64 hex digits", "64 hex digits, got 0"),
+    ("description: 404", "`description` must be a string, got 404: put it in quotes",
+     "one line of text"),
+])
+def test_catalog_type_mistakes_name_the_real_cause(line, message, wrong):
+    text = ("licenses:\n  mit: {title: MIT, url: 'https://opensource.org/license/mit'}\n"
+            "models:\n  - name: m\n    kind: llm\n    url: https://example.org/m.gguf\n"
+            "    target: m.gguf\n    size: 4\n    license: mit\n")
+    text += "    " + line + "\n"
+    text += "    description: a model\n" if not line.startswith("description") else \
+        "    sha256: '" + "0" * 64 + "'\n"
+    with pytest.raises(CatalogError) as info:
+        parse_catalog(text, "my-catalog.yaml")
+    assert message in str(info.value) and wrong not in str(info.value)
+    assert "my-catalog.yaml" in str(info.value) and "model `m`" in str(info.value)
+
+
 def test_catalog_rejects_duplicates_and_missing_files(tmp_path):
     e = entry("twice", "https://example.org/x.gguf", b"data")
     with pytest.raises(CatalogError, match="duplicate name"):

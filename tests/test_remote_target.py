@@ -643,7 +643,11 @@ def _parse_holder(text: str) -> _Holder:
     import yaml
 
     data = yaml.load(text, Loader=config_module._LineLoader)  # noqa: S506
-    return config_module._build(_Holder, data, "", "my.yaml", None)
+    found = config_module._Found()
+    holder = config_module._build(_Holder, data, "", "my.yaml", None, found)
+    if found.problems:
+        raise found.problems[0]
+    return holder
 
 
 def test_remote_config_from_yaml_with_extra_body_mapping():

@@ -37,14 +37,21 @@ def resolve_llm_model(llm: LlmConfig, paths: Paths, override: Optional[str]) -> 
 
 
 def load_local(cfg: Config, paths: Paths, llm_model: Optional[str], *,
-               require_model: bool = False) -> dict:
+               require_model: bool = False, warn_missing: bool = True) -> dict:
     """The local target if a model is available. Missing model: warn (or raise when
-    ``require_model``); corrupt model: always a ``ModelError`` naming the file."""
+    ``require_model``; only log at INFO when not ``warn_missing``); corrupt model: always a
+    ``ModelError`` naming the file."""
     path = resolve_llm_model(cfg.llm, paths, llm_model)
     hint = GET_MODEL_HINT.format(models=paths.models)
     if path is None:
-        log.warning("no language model: only built-in intents are answered; to talk freely, %s",
-                    hint)
+        from edgevoice.agent.intents import GET_MODEL_COMMAND
+
+        # The notice a person reads is one short sentence; the details follow with -v.
+        log.log(logging.WARNING if warn_missing else logging.INFO,
+                "no language model: only the built-in intents (time, date, mute) are answered "
+                "until you run `%s`", GET_MODEL_COMMAND)
+        log.info("no %s in %s; `llm.model` or --llm-model takes a .gguf file or a catalog "
+                 "name (`edgevoice models list`)", DEFAULT_GGUF, paths.models)
         return {}
     if not path.exists():
         from edgevoice.modelstore.resolve import pull_hint
@@ -86,10 +93,12 @@ def remote_configs(cfg: Config, url: Optional[str], model: Optional[str]) -> dic
 
 def make_router(cfg: Config, paths: Paths, llm_model: Optional[str], *,
                 require_model: bool = False, remote_url: Optional[str] = None,
-                remote_model: Optional[str] = None, policy: Optional[str] = None) -> Router:
+                remote_model: Optional[str] = None, policy: Optional[str] = None,
+                warn_missing: bool = True) -> Router:
     """A router whose targets load on first use (`ask "what time is it"` loads no model).
 
     Under policy ``local`` remote targets are not even created: nothing leaves the machine.
+    ``warn_missing=False``: no local model is no notice (a caller that reports the turn).
     """
     policy = policy or cfg.llm.policy
     remotes = remote_configs(cfg, remote_url, remote_model)
@@ -102,17 +111,20 @@ def make_router(cfg: Config, paths: Paths, llm_model: Optional[str], *,
         if policy != "local":
             targets.update(load_remotes(remotes))
         need_local = require_model and policy == "local"
-        targets.update(load_local(cfg, paths, llm_model, require_model=need_local))
+        targets.update(load_local(cfg, paths, llm_model, require_model=need_local,
+                                  warn_missing=warn_missing))
         return targets
 
     return Router(load, policy, cfg.llm.first_audio_budget_ms)
 
 
-def prepare_targets(router: Router, paths: Paths, *, calibrate_local: bool | None = None) -> None:
+def prepare_targets(router: Router, paths: Paths, *, calibrate_local: bool | None = None,
+                    warn: bool = True) -> None:
     """Warm every target up before the first turn; calibrate local speed for `auto`.
 
-    A remote that is down at start is not fatal: its circuit opens and the half-open probe
-    brings it back later.
+    A remote that is down at start is not fatal: the failure counts towards opening its circuit
+    and the half-open probe brings it back later. ``warn=False`` logs that only at INFO, for a
+    caller that reports the turn's own failure (`edgevoice ask`: one sentence, not two).
     """
     from edgevoice.llm.protocol import TargetError
 
@@ -120,7 +132,9 @@ def prepare_targets(router: Router, paths: Paths, *, calibrate_local: bool | Non
         try:
             target.warm_up()
         except TargetError as exc:
-            log.warning("%s is not reachable now (%s); turns go elsewhere until it is", name, exc)
+            said = str(exc) if str(exc).startswith(name) else f"{name}: {exc}"
+            log.log(logging.WARNING if warn else logging.INFO,
+                    "%s; turns go elsewhere until it answers", said)
             router.record_failure(target, exc)
     if calibrate_local is None:
         calibrate_local = router.policy == "auto"

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Optional
 
-from edgevoice.agent.intents import ANSWERS, NO_MODEL_REPLY, match_intent
+from edgevoice.agent.intents import ANSWERS, GET_MODEL_COMMAND, NO_MODEL_REPLY, match_intent
 from edgevoice.agent.turn import Turn
 from edgevoice.config import LlmConfig
 from edgevoice.llm.history import Conversation
@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 MUTED_ACK = "Muted. Say unmute when you need me."
 UNMUTED_ACK = "I'm listening."
+NO_ANSWER_APOLOGY = "Sorry, I can't reach a language model right now."
 
 
 @dataclass(frozen=True)
@@ -41,10 +42,14 @@ class Decision:
 
 class Brain:
     def __init__(self, router: Router, llm: LlmConfig,
-                 now: Callable[[], _dt.datetime] = _dt.datetime.now) -> None:
+                 now: Callable[[], _dt.datetime] = _dt.datetime.now, *,
+                 apology: Optional[str] = NO_ANSWER_APOLOGY) -> None:
         self.router = router
         self.llm = llm
         self.now = now
+        # Said (and the failure logged) when no target answers; None: say nothing and leave the
+        # report to the caller, which reads ``turn.metrics.error`` (`edgevoice ask` does).
+        self.apology = apology
         self.muted = False
         self.last_reply = ""
         self._conversation: Optional[Conversation] = None
@@ -110,16 +115,24 @@ class Brain:
     def llm_stream(self, turn: Turn) -> Iterator[str]:
         """Route ``turn`` and stream its reply deltas (call on the LLM worker thread: routing may
         probe the network). A target that fails is cancelled and the turn continues on the next
-        one; text already produced is not repeated (the local model continues after it)."""
+        one; text already produced is not repeated (the local model continues after it).
+
+        When no target answers (all failed, or every remote is down and there is no local
+        model) ``turn.metrics.error`` says why in one sentence with the fix, the target is
+        "none", and the brain's ``apology`` is said (the failure then logged once)."""
         metrics = turn.metrics
         messages = self.conversation.messages_for(turn.transcript)
         route = self.router.route(messages)
         metrics.target, metrics.route_reason = route.name, route.reason
+        failures: list[tuple[str, str]] = []  # (target, why), in the order they failed
         if route.target is None:
-            yield NO_MODEL_REPLY
-            return
+            if not self.router.remotes:
+                yield NO_MODEL_REPLY
+                return
+            failures = [(t.name, self.router.breaker(t.name).last_error or "not reachable")
+                        for t in self.router.remotes]
         produced = ""
-        candidates = [route.target, *route.fallbacks]
+        candidates = [route.target, *route.fallbacks] if route.target is not None else []
         for i, target in enumerate(candidates):
             if i > 0:
                 if produced and not _can_continue(target):
@@ -140,8 +153,13 @@ class Brain:
                 self.router.record_failure(target, exc)
                 if turn.cancel.is_set():
                     return
-                log.warning("%s failed (%s); continuing the turn on the next target",
-                            target.name, exc)
+                said = str(exc) if str(exc).startswith(target.name) else f"{target.name}: {exc}"
+                failures.append((target.name, said))
+                later = [t for t in candidates[i + 1:] if not produced or _can_continue(t)]
+                if later:  # one notice per failover; a last failure is reported below, once
+                    log.warning("%s; continuing the turn on %s", said, later[0].name)
+                else:
+                    log.info("%s failed: %s", target.name, exc)
                 metrics.failover = {"from": target.name, "reason": str(exc),
                                     "at": time.monotonic(), "after_chars": len(produced)}
                 metrics.route_reason += f"; {target.name} failed ({exc})"
@@ -157,11 +175,15 @@ class Brain:
             if metrics.failover:
                 metrics.failover["to"] = target.name
             return
+        metrics.error = _no_answer_message(failures, produced, has_local=self.router.local
+                                           is not None)
         if not produced:
-            log.error("no target answered (%s): check that the remote server is up, or install "
-                      "a local model with `edgevoice models pull gemma-2-2b-it`",
-                      metrics.route_reason)
-            yield "Sorry, I can't reach a language model right now."
+            metrics.target = "none"  # nobody answered: nothing goes into the history
+        if self.apology is None:
+            return
+        log.error("%s", metrics.error)
+        if not produced:
+            yield self.apology
 
     def finish(self, turn: Turn, decision: Decision) -> None:
         """Record a finished or interrupted turn: history keeps only what was spoken."""
@@ -174,6 +196,20 @@ class Brain:
             self.conversation.commit(turn.transcript, said)
         if decision.intent != "repeat" and turn.spoken:
             self.last_reply = turn.spoken
+
+
+def _no_answer_message(failures: list[tuple[str, str]], produced: str, *,
+                       has_local: bool) -> str:
+    """One sentence: what failed (remote errors already name their URL) and what to do."""
+    what = "; ".join(why for _name, why in failures) or "no target was tried"
+    head = "the answer was cut off" if produced else "no language model answered"
+    fixes = []
+    if any("://" in why for _name, why in failures):
+        fixes.append("check that the server is running and its URL is right")
+    if not has_local:
+        fixes.append(f"install a local model with `{GET_MODEL_COMMAND}`")
+    fix = f"; {', or '.join(fixes)}" if fixes else ""
+    return f"{head}: {what}{fix}"
 
 
 def _can_continue(target) -> bool:

@@ -73,7 +73,10 @@ ANSWERS: dict[str, Callable[[_dt.datetime], str]] = {
     "date": _spoken_date,
 }
 
+GET_MODEL_COMMAND = "edgevoice models pull gemma-2-2b-it"
+"""The one fix for "no language model": the reply below and the CLI's hint both give it."""
+
 NO_MODEL_REPLY = (
     "I can tell the time and the date, but I have no language model for anything else yet: "
-    "download a Gemma GGUF file and set llm.model in the config."
+    f"run `{GET_MODEL_COMMAND}`, or set `llm.model` in the config."
 )

@@ -32,6 +32,7 @@ class TurnMetrics:
     completion_tokens: Optional[int] = None
     failover: Optional[dict] = None  # from, to, reason, at (monotonic), first_token_after_ms
     speculation: Optional[dict] = None  # read ahead while the user spoke (agent/speculation.py)
+    error: Optional[str] = None  # why no target answered (or the answer was cut), one sentence
 
     def mark(self, stage: str, when: float | None = None) -> None:
         """Record a stage once (the first occurrence is the one that matters for latency)."""
@@ -89,4 +90,6 @@ class Turn:
             event["failover"] = {k: v for k, v in m.failover.items() if k != "at"}
         if m.speculation:
             event["speculation"] = dict(m.speculation)
+        if m.error:
+            event["error"] = m.error
         return event

@@ -7,6 +7,10 @@ PortAudio callbacks here only copy: the input callback hands each block to a que
 consumer (``Microphone.read``) down-mixes and resamples; the output callback copies from a bounded
 ring buffer filled by ``Speaker.write`` and plays silence on underrun. Note that PortAudio
 enumerates devices once per process: devices plugged in later are not seen until restart.
+
+A name no PortAudio device has may name one of the sound server's sources or sinks (PulseAudio or
+PipeWire, listed with pactl): the stream then opens on PortAudio's ``pulse`` device, sent there
+by ``soundserver.routed`` (see ``resolve_route``).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from edgevoice.audio import soundserver
 from edgevoice.audio.format import AudioChunk
 from edgevoice.audio.resample import StreamResampler, to_mono
 from edgevoice.errors import AudioDeviceError
@@ -35,8 +40,11 @@ def _sd() -> ModuleType:
     """Import sounddevice on first use, turning a missing library into a fixable error."""
     global _sd_module
     if _sd_module is None:
+        from edgevoice.audio.native_log import alsa_messages_held
+
         try:
-            import sounddevice
+            with alsa_messages_held():  # ALSA's chatter goes to logging, from PortAudio's start
+                import sounddevice
         except OSError as exc:  # sounddevice raises OSError when libportaudio is absent
             raise AudioDeviceError(
                 "PortAudio library not found: install it with `sudo apt-get install libportaudio2`"
@@ -102,27 +110,65 @@ def _describe(devices: list[DeviceInfo]) -> str:
     return ", ".join(f"#{d.index} {d.name!r}" for d in devices) or "none"
 
 
-def resolve_device(spec: int | str | None, kind: Kind) -> int:
-    """Turn a device index, exact name or name substring into a PortAudio index.
+@dataclass(frozen=True)
+class Route:
+    """Where a stream opens: a PortAudio device and, through ALSA's pulse plugin, maybe one of
+    the sound server's sources or sinks (``server``; None: wherever the device itself goes)."""
 
-    ``None`` means the system default. Errors name the candidates so the user can pick one.
+    index: int
+    name: str
+    server: soundserver.ServerDevice | None = None
+
+    @property
+    def server_name(self) -> str | None:
+        return None if self.server is None else self.server.name
+
+
+def _pulse_device(usable: list[DeviceInfo]) -> DeviceInfo | None:
+    return next((d for d in usable if d.name == "pulse"), None)
+
+
+def server_devices(devices: list[DeviceInfo] | None = None) -> soundserver.ServerInfo | None:
+    """The sound server's sources and sinks, when PortAudio can reach them (it has ALSA's
+    ``pulse`` device) and a PulseAudio-compatible server answers ``pactl``; else None."""
+    devices = list_devices() if devices is None else devices
+    if not any(d.name == "pulse" for d in devices):
+        return None
+    return soundserver.query_server()
+
+
+def resolve_device(spec: int | str | None, kind: Kind) -> int:
+    """The PortAudio index a stream for ``spec`` opens on (see ``resolve_route``)."""
+    return resolve_route(spec, kind).index
+
+
+def resolve_route(spec: int | str | None, kind: Kind) -> Route:
+    """Turn a device index, exact name or name substring into a ``Route``.
+
+    PortAudio's devices are matched first; a name none of them has is then looked up among the
+    sound server's sources (input) or sinks (output), reached through PortAudio's ``pulse``
+    device. ``None`` means the system default. Errors name the candidates so the user can pick.
     """
     devices = list_devices()
     usable = [d for d in devices if _channels(d, kind) > 0]
+    no_device = AudioDeviceError(
+        f"No audio {kind} device found: check that PulseAudio or PipeWire is running "
+        "(`pactl info`) or that ALSA sees a sound card (`aplay -l`, `arecord -l`), "
+        f"then {_LIST_HINT}."
+    )
+    if not usable:  # asked for by index or name, but there is nothing to choose from
+        raise no_device
     if spec is None:
         default = next((d for d in usable if getattr(d, f"is_default_{kind}")), None)
         if default is None:
-            raise AudioDeviceError(
-                f"No audio {kind} device found: check that PulseAudio or PipeWire is running "
-                "(`pactl info`) or that ALSA sees a sound card (`aplay -l`, `arecord -l`), "
-                f"then {_LIST_HINT}."
-            )
-        return default.index
+            raise no_device
+        return Route(default.index, default.name)
     if isinstance(spec, str) and spec.strip().isdigit():
         spec = int(spec.strip())
     if isinstance(spec, int):
-        if any(d.index == spec for d in usable):
-            return spec
+        found = next((d for d in usable if d.index == spec), None)
+        if found is not None:
+            return Route(found.index, found.name)
         raise AudioDeviceError(
             f"Audio device #{spec} is not an available {kind} device: choose one of "
             f"{_describe(usable)} ({_LIST_HINT})."
@@ -136,14 +182,38 @@ def resolve_device(spec: int | str | None, kind: Kind) -> int:
         if len(preferred) == 1:
             matches = preferred
     if len(matches) == 1:
-        return matches[0].index
+        return Route(matches[0].index, matches[0].name)
     if matches:
         raise AudioDeviceError(
             f"Audio {kind} device name {spec!r} is ambiguous: it matches {_describe(matches)}; "
             f"use the index or a longer name ({_LIST_HINT})."
         )
+    return _server_route(spec, kind, usable)
+
+
+def _server_route(spec: str, kind: Kind, usable: list[DeviceInfo]) -> Route:
+    """``spec`` among the sound server's devices, or the error that lists every candidate."""
+    role = soundserver.ROLE[kind]
+    pulse = _pulse_device(usable)
+    info = soundserver.query_server() if pulse is not None else None
+    candidates = info.devices(kind) if info is not None else ()
+    found = soundserver.match(spec, candidates)
+    if pulse is not None and len(found) == 1:
+        return Route(pulse.index, pulse.name, found[0])
+    if found:
+        names = ", ".join(d.label() for d in found)
+        raise AudioDeviceError(
+            f"Audio {kind} device name {spec!r} is ambiguous: it matches the sound server's "
+            f"{role}s {names}; use a longer name ({_LIST_HINT})."
+        )
+    also = ""
+    if candidates:
+        also = f", or the sound server's {role}s " + ", ".join(d.label() for d in candidates)
+    elif pulse is not None and info is None and not soundserver.pactl_found():
+        also = (f"; to pick the sound server's own {role}s (e.g. a USB headset) by name, "
+                "install pactl (`sudo apt-get install pulseaudio-utils`)")
     raise AudioDeviceError(
-        f"No audio {kind} device matches {spec!r}: choose one of {_describe(usable)} "
+        f"No audio {kind} device matches {spec!r}: choose one of {_describe(usable)}{also} "
         f"({_LIST_HINT})."
     )
 
@@ -218,6 +288,7 @@ class Microphone:
         self._overflows = 0
         self._pending = np.zeros(0, dtype=np.int16)
         self._emitted = 0
+        self.route: Route | None = None  # set by open(): the device and sound-server source
         self.device: int | None = None
         self.device_name = ""
         self.device_rate = rate
@@ -230,17 +301,19 @@ class Microphone:
         if self._stream is not None:
             return self
         sd = _sd()
-        index = resolve_device(self.spec, "input")
-        self.device_rate, self.channels, self.device_name = _pick_settings(
-            sd, "input", index, self.rate
-        )
-        self.device = index
-        self._resampler = StreamResampler(self.device_rate, self.rate)
-        self._stream = _start_stream(
-            sd, "input", index, self.device_name, samplerate=self.device_rate,
-            channels=self.channels, blocksize=self.device_rate * self.block_ms // 1000,
-            latency=self.latency, callback=self._callback,
-        )
+        self.route = route = resolve_route(self.spec, "input")
+        index = route.index
+        with soundserver.routed("input", route.server_name):
+            self.device_rate, self.channels, self.device_name = _pick_settings(
+                sd, "input", index, self.rate
+            )
+            self.device = index
+            self._resampler = StreamResampler(self.device_rate, self.rate)
+            self._stream = _start_stream(
+                sd, "input", index, self.device_name, samplerate=self.device_rate,
+                channels=self.channels, blocksize=self.device_rate * self.block_ms // 1000,
+                latency=self.latency, callback=self._callback,
+            )
         return self
 
     def _callback(self, indata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
@@ -352,6 +425,7 @@ class Speaker:
         self.history_s = history_s
         self.on_play_start = on_play_start
         self.latency = latency
+        self.route: Route | None = None  # set by open(): the device and sound-server sink
         self.device: int | None = None
         self.device_name = ""
         self.device_rate = rate
@@ -380,20 +454,23 @@ class Speaker:
         if self._stream is not None:
             return self
         sd = _sd()
-        index = resolve_device(self.spec, "output")
-        self.device_rate, self.channels, self.device_name = _pick_settings(
-            sd, "output", index, self.rate
-        )
-        self.device = index
-        block = max(1, self.device_rate * self.block_ms // 1000)
-        self._ring = np.zeros(max(block, self.device_rate * self.buffer_ms // 1000), np.int16)
-        self._hist = np.zeros(max(block, int(self.device_rate * self.history_s)), np.int16)
-        self._meta = np.zeros((len(self._hist) // block + 1, 3), dtype=np.float64)
-        self._stream = _start_stream(
-            sd, "output", index, self.device_name, samplerate=self.device_rate,
-            channels=self.channels, blocksize=block, latency=self.latency,
-            callback=self._callback,
-        )
+        self.route = route = resolve_route(self.spec, "output")
+        index = route.index
+        # The sink is read once, when the stream opens: clear()'s abort/start keeps it.
+        with soundserver.routed("output", route.server_name):
+            self.device_rate, self.channels, self.device_name = _pick_settings(
+                sd, "output", index, self.rate
+            )
+            self.device = index
+            block = max(1, self.device_rate * self.block_ms // 1000)
+            self._ring = np.zeros(max(block, self.device_rate * self.buffer_ms // 1000), np.int16)
+            self._hist = np.zeros(max(block, int(self.device_rate * self.history_s)), np.int16)
+            self._meta = np.zeros((len(self._hist) // block + 1, 3), dtype=np.float64)
+            self._stream = _start_stream(
+                sd, "output", index, self.device_name, samplerate=self.device_rate,
+                channels=self.channels, blocksize=block, latency=self.latency,
+                callback=self._callback,
+            )
         return self
 
     # -- audio thread -------------------------------------------------------------------------

@@ -14,14 +14,59 @@ from edgevoice.audio.format import AudioChunk, AudioFormat
 from edgevoice.audio.resample import resample, to_mono
 from edgevoice.errors import UserError
 
+# How audio containers begin: a file that starts like one of these is audio in a format or
+# codec libsndfile cannot decode (worth converting); anything else is not an audio file at all.
+_AUDIO_MAGIC = (
+    (0, b"RIFF"), (0, b"RIFX"), (0, b"RF64"), (0, b"FORM"), (0, b"fLaC"), (0, b"OggS"),
+    (0, b"ID3"), (0, b".snd"), (0, b"caff"), (0, b"#!AMR"), (0, b"wvpk"),
+    (0, b"MAC "), (0, b"\x1a\x45\xdf\xa3"),  # Matroska / WebM
+    (0, b"\x30\x26\xb2\x75"),  # ASF / WMA
+    (4, b"ftyp"),  # MP4 / M4A
+)
+
+
+def _looks_like_audio(head: bytes) -> bool:
+    if any(head[at : at + len(magic)] == magic for at, magic in _AUDIO_MAGIC):
+        return True
+    return len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0  # MPEG / AAC frames
+
+
+def check_audio_file(path: str | os.PathLike) -> None:
+    """Fail early, with the fix, on a file ``read_audio`` will not read: missing, empty, not
+    audio, or audio in a format libsndfile cannot decode (only that one is worth converting)."""
+    import soundfile
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"audio file {path} does not exist")
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(16)
+    except OSError as exc:
+        raise UserError(f"cannot read audio file {path}: {exc.strerror}") from None
+    if not head:
+        raise UserError(f"audio file {path} is empty (0 bytes): record or export it again")
+    try:
+        info = soundfile.info(str(path))
+    except (soundfile.LibsndfileError, RuntimeError) as exc:
+        if not _looks_like_audio(head):
+            raise UserError(f"{path} is not an audio file: give a WAV, FLAC or OGG recording"
+                            ) from None
+        raise UserError(
+            f"cannot read {path} as audio ({exc}); convert it to WAV first, e.g. "
+            f"`sox {path.name} -b 16 out.wav`"
+        ) from None
+    if info.frames <= 0:
+        raise UserError(f"audio file {path} is empty (it holds no samples): record or export "
+                        "it again")
+
 
 def read_audio(path: str | os.PathLike, rate: int = 16000) -> AudioChunk:
     """Read a whole file as int16 mono at ``rate`` (down-mixed, then resampled with soxr)."""
     import soundfile
 
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"audio file {path} does not exist")
+    check_audio_file(path)
     try:
         # Read as float and convert ourselves: libsndfile does not scale float files to int16.
         samples, file_rate = soundfile.read(str(path), dtype="float32", always_2d=True)
@@ -30,6 +75,9 @@ def read_audio(path: str | os.PathLike, rate: int = 16000) -> AudioChunk:
             f"cannot read {path} as audio ({exc}); convert it to WAV first, e.g. "
             f"`sox {path.name} -b 16 out.wav`"
         ) from None
+    if not len(samples):
+        raise UserError(f"audio file {path} is empty (it holds no samples): record or export "
+                        "it again")
     mono = resample(to_mono(samples), file_rate, rate)
     pcm = np.clip(np.round(mono * 32768.0), -32768, 32767).astype(np.int16)
     return AudioChunk.from_samples(pcm, rate)

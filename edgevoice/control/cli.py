@@ -77,7 +77,27 @@ def cmd_ctl(args) -> int:
               f"{', '.join(result['applied']) or 'nothing changed'}"
               + (f"; restart needed for: {', '.join(result['needs_restart'])}"
                  if result["needs_restart"] else ""), flush=True)
+    else:
+        print(_done(cmd, result), flush=True)
     return 0
+
+
+def _done(cmd: str, result: dict) -> str:
+    """What a command without output of its own did, in one sentence."""
+    if cmd in ("mute", "unmute"):
+        return ('Muted: only the spoken "unmute" is answered.' if result.get("muted")
+                else "Unmuted: answering again.")
+    if cmd in ("ptt_start", "ptt_stop"):
+        return ("Push-to-talk pressed: speak now, then `edgevoice ctl ptt-stop`."
+                if result.get("pressed") else "Push-to-talk released: the utterance ends now.")
+    if cmd == "cancel":
+        return "Cancelled the current reply." if result.get("cancelled") else \
+            "Nothing to cancel: no reply was playing."
+    if cmd == "set_policy":
+        return f"Language model policy is now {result.get('policy')}."
+    if cmd == "quit":
+        return "The daemon is stopping."
+    return "Done."
 
 
 def _print_status(s: dict) -> None:

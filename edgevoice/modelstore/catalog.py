@@ -139,7 +139,10 @@ def _parse_entry(index: int, data, licenses: dict[str, License], source: str) ->
     if kind not in KINDS:
         raise _fail(source, where, f"`kind` must be one of {', '.join(KINDS)}, got {kind!r}")
     description = data["description"]
-    if not isinstance(description, str) or "\n" in description.strip():
+    if not isinstance(description, str):
+        raise _fail(source, where, f"`description` must be a string, got {description!r}: "
+                                   "put it in quotes")
+    if "\n" in description.strip():
         raise _fail(source, where, "`description` must be one line of text")
     url = data["url"]
     if not isinstance(url, str) or not url.startswith(("https://", "http://")):
@@ -154,7 +157,12 @@ def _parse_entry(index: int, data, licenses: dict[str, License], source: str) ->
                                        f"`pin: {PIN_FIRST_DOWNLOAD}` to trust and pin the first "
                                        "download explicitly")
     else:
-        if not isinstance(sha256, str) or not _SHA256.match(sha256.lower()):
+        if not isinstance(sha256, str):
+            # Unquoted, YAML reads all-digit checksums as numbers (`000...` becomes 0).
+            raise _fail(source, where, f"`sha256` must be a quoted string of 64 hex digits, got "
+                                       f"the {type(sha256).__name__} {sha256!r}: put the "
+                                       "checksum in quotes")
+        if not _SHA256.match(sha256.lower()):
             raise _fail(source, where, f"`sha256` must be 64 hex digits, got {sha256!r}")
         if pin is not None:
             raise _fail(source, where, "`pin` is only for entries without a sha256")

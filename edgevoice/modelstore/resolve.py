@@ -83,3 +83,39 @@ def pull_hint(name_or_path: str, paths: Paths, catalog: Optional[Catalog] = None
     if entry is None:
         return None
     return f"run `edgevoice models pull {entry.name}` to download it"
+
+
+_WHAT = {"llm": "the path of a .gguf file", "asr": "the path of a vosk model folder",
+         "tts": "the path of a voice model"}
+
+
+def check_model_setting(key: str, value: str, kind: str, paths: Paths,
+                        catalog: Optional[Catalog] = None) -> Optional[tuple[str, str]]:
+    """What `config check` says about a model setting such as ``llm.model``: None when the
+    model is there; ``("warning", text)`` for a catalog model not downloaded yet (a valid
+    setting: `run` starts without it and says which pull to type); ``("error", text)`` when
+    the value is neither an existing file nor a catalog name, or names a model of another
+    kind."""
+    catalog = catalog or bundled_catalog()
+    try:
+        path = resolve_model(value, kind, paths, catalog)
+    except ModelError as exc:
+        return "error", f"`{key}`: {exc}"
+    if path.exists():
+        return None
+    entry = catalog_entry_for(value, paths, catalog)
+    if entry is not None and entry.kind == kind:
+        return "warning", (f"`{key}` names the catalog model {entry.name}, which is not "
+                           f"downloaded yet: run `edgevoice models pull {entry.name}`")
+    if _is_bare_name(value):
+        import difflib
+
+        names = [e.name for e in catalog.entries if e.kind == kind]
+        close = difflib.get_close_matches(value, names, n=1)
+        hint = f" — did you mean `{close[0]}`?" if close else ""
+        return "error", (f"`{key}` = {value!r} is neither a model in the catalog nor a file in "
+                         f"{paths.models}{hint}: pick a name from `edgevoice models list` (and "
+                         f"get it with `edgevoice models pull NAME`) or give {_WHAT[kind]}")
+    return "error", (f"`{key}`: {path} does not exist: give {_WHAT[kind]} that exists, or a "
+                     "catalog name from `edgevoice models list` (`edgevoice models pull NAME` "
+                     "downloads it)")
