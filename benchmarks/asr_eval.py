@@ -17,8 +17,8 @@ from pathlib import Path
 
 from edgevoice.audio.wavfile import iter_chunks, read_audio
 from edgevoice.config import Config
+from edgevoice.ear.transcriber import StreamingTranscriber, transcribe_chunks
 from edgevoice.evaluation import asr_clips, corpus_wer, speech_dir, word_errors
-from edgevoice.transcriber import StreamingTranscriber, transcribe_chunks
 
 
 def make(backend: str, vosk_model: str | None):

@@ -39,12 +39,12 @@ from edgevoice.devtools.speech_labels import (
     spoken_clips,
     synthetic_noise,
 )
-from edgevoice.endpoint import (  # noqa: E402
-    SpeechDetector,
+from edgevoice.ear.endpoint import (  # noqa: E402
     SpeechEnd,
     SpeechStart,
     UtteranceSegmenter,
 )
+from edgevoice.ear.gate import SpeechDetector  # noqa: E402
 from edgevoice.evaluation import speech_dir  # noqa: E402
 
 BLOCK_MS = 30

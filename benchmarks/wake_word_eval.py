@@ -10,10 +10,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from edgevoice.activation import make_spotter
 from edgevoice.audio.wavfile import iter_chunks, read_audio
 from edgevoice.config import ActivationConfig, Config
-from edgevoice.endpoint import SpeechAudio, SpeechEnd, SpeechStart, UtteranceSegmenter
+from edgevoice.ear.activation import make_spotter
+from edgevoice.ear.endpoint import SpeechAudio, SpeechEnd, SpeechStart, UtteranceSegmenter
 from edgevoice.evaluation import read_manifest, speech_dir
 
 # phrase -> expected detections per wake-word clip (porcupine__multiple_keywords says each of

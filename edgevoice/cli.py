@@ -57,7 +57,7 @@ def _emit(obj: dict) -> None:
 def cmd_transcribe(args) -> int:
     from edgevoice.asr.select import make_recognizer
     from edgevoice.audio.wavfile import check_audio_file, iter_chunks, read_audio
-    from edgevoice.transcriber import StreamingTranscriber, transcribe_chunks
+    from edgevoice.ear.transcriber import StreamingTranscriber, transcribe_chunks
 
     cfg, paths = _load(args)
     for name in args.files:  # a bad file fails now, not after the recognizer has loaded
@@ -91,7 +91,7 @@ def _asr_notice(recognizer) -> str:
 def cmd_listen(args) -> int:
     from edgevoice.asr.select import make_recognizer
     from edgevoice.audio.devices import Microphone
-    from edgevoice.transcriber import Partial, StreamingTranscriber, Utterance
+    from edgevoice.ear.transcriber import Partial, StreamingTranscriber, Utterance
 
     cfg, paths = _load(args)
     device = args.device if args.device is not None else cfg.audio.input_device
@@ -323,13 +323,13 @@ def cmd_run(args) -> int:
     import asyncio
     import signal
 
-    from edgevoice.activation import make_transcriber
     from edgevoice.agent.assemble import make_router, prepare_targets
     from edgevoice.agent.brain import Brain
     from edgevoice.agent.manager import TurnManager
     from edgevoice.agent.outputs import DeviceOutput, FileOutput
     from edgevoice.asr.select import make_recognizer
     from edgevoice.control.server import ControlServer, run_agent
+    from edgevoice.ear.activation import make_transcriber
     from edgevoice.tts.pyttsx3_backend import Pyttsx3Synthesizer
 
     cfg, paths = _load(args)

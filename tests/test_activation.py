@@ -8,13 +8,13 @@ import time
 import pytest
 from _daemon import Daemon, compose
 
-from edgevoice.activation import ActivatedTranscriber, Activation, make_spotter
 from edgevoice.asr.pocketsphinx_backend import PocketsphinxRecognizer
 from edgevoice.audio.wavfile import iter_chunks, read_audio
 from edgevoice.config import ActivationConfig, Config
+from edgevoice.ear.activation import ActivatedTranscriber, Activation, make_spotter
+from edgevoice.ear.transcriber import Utterance
 from edgevoice.errors import ConfigError
 from edgevoice.evaluation import speech_dir
-from edgevoice.transcriber import Utterance
 
 SPEECH = speech_dir()
 pytestmark = pytest.mark.skipif(SPEECH is None, reason="speech clips not found")

@@ -249,7 +249,7 @@ def test_a_failing_synthesizer_ends_the_turn_with_an_error_not_a_hang(tmp_path):
     from edgevoice.audio.filesource import RealtimeFileSource
     from edgevoice.audio.format import AudioFormat
     from edgevoice.config import AgentConfig, Config
-    from edgevoice.transcriber import StreamingTranscriber
+    from edgevoice.ear.transcriber import StreamingTranscriber
 
     class DyingSynthesizer:
         name, format = "dying", AudioFormat(22050)

@@ -13,9 +13,9 @@ from edgevoice.asr.select import make_recognizer
 from edgevoice.audio.format import AudioChunk
 from edgevoice.audio.wavfile import iter_chunks, read_audio
 from edgevoice.config import AsrConfig, Config, Paths, VadConfig
+from edgevoice.ear.transcriber import StreamingTranscriber, transcribe_chunks
 from edgevoice.errors import ModelError
 from edgevoice.evaluation import asr_clips, corpus_wer, read_manifest, speech_dir
-from edgevoice.transcriber import StreamingTranscriber, transcribe_chunks
 
 SPEECH = speech_dir()
 needs_speech = pytest.mark.skipif(

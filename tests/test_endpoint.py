@@ -20,17 +20,15 @@ from edgevoice.devtools.speech_labels import (
     spoken_clips,
     synthetic_noise,
 )
-from edgevoice.endpoint import (
-    WARMUP_MS,
+from edgevoice.ear.endpoint import (
     Endpointer,
-    NoiseGate,
     SpeechAudio,
-    SpeechDetector,
     SpeechEnd,
     SpeechPause,
     SpeechStart,
     UtteranceSegmenter,
 )
+from edgevoice.ear.gate import WARMUP_MS, NoiseGate, SpeechDetector
 
 RATE = 16000
 FRAME_MS = 30

@@ -22,16 +22,16 @@ from dataclasses import dataclass, field
 from typing import Optional, Protocol
 
 from edgevoice import sdnotify
-from edgevoice.activation import Activation
 from edgevoice.agent.brain import Brain, Decision
 from edgevoice.agent.outputs import AudioOutput, Scheduled
 from edgevoice.agent.speculation import Speculator
 from edgevoice.agent.turn import Turn
 from edgevoice.audio.format import AudioChunk
 from edgevoice.config import ActivationConfig, AgentConfig
-from edgevoice.endpoint import SpeechStart
+from edgevoice.ear.activation import Activation
+from edgevoice.ear.endpoint import SpeechStart
+from edgevoice.ear.transcriber import Partial, Pause, StreamingTranscriber, Utterance
 from edgevoice.errors import CommandError
-from edgevoice.transcriber import Partial, Pause, StreamingTranscriber, Utterance
 from edgevoice.tts.clauses import ClauseSplitter
 from edgevoice.tts.protocol import Synthesizer
 

@@ -330,8 +330,8 @@ class ControlServer:
 
     async def _reload(self) -> dict:
         """Re-read the config file; apply the live sections, list what needs a restart."""
-        from edgevoice.activation import make_spotter
         from edgevoice.config import load_config
+        from edgevoice.ear.activation import make_spotter
 
         loop = asyncio.get_running_loop()
         new, source = await loop.run_in_executor(None, load_config, self.config_path)

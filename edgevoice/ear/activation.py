@@ -23,8 +23,8 @@ from typing import Optional, Protocol
 from edgevoice.asr.protocol import Recognizer
 from edgevoice.audio.format import AudioChunk
 from edgevoice.config import ActivationConfig, Config, VadConfig
-from edgevoice.endpoint import SpeechAudio, SpeechEnd, SpeechStart
-from edgevoice.transcriber import StreamingTranscriber, Utterance
+from edgevoice.ear.endpoint import SpeechAudio, SpeechEnd, SpeechStart
+from edgevoice.ear.transcriber import StreamingTranscriber, Utterance
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from typing import Union
 from edgevoice.asr.protocol import Recognizer, Transcript
 from edgevoice.audio.format import AudioChunk
 from edgevoice.config import VadConfig
-from edgevoice.endpoint import (
+from edgevoice.ear.endpoint import (
     SpeechAudio,
     SpeechEnd,
     SpeechPause,
