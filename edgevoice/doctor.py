@@ -42,7 +42,8 @@ if TYPE_CHECKING:  # imported where used: building the CLI parser must stay chea
 
 Status = Literal["ok", "warn", "fail"]
 
-PROBE_TIMEOUT_S = 2.5
+# A child Python that imports PortAudio and asks the sound server: seconds on a Pi or a busy CPU.
+PROBE_TIMEOUT_S = 10.0
 REMOTE_TIMEOUT_S = 2.0
 SOCKET_TIMEOUT_S = 0.5
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])

@@ -247,7 +247,8 @@ def start_trayer(display: str) -> subprocess.Popen:
                                "pixel", "--width", "64", "--heighttype", "pixel", "--height",
                                "32", "--SetDockType", "false", "--transparent", "false"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_until(lambda: tray_owner(display), what="trayer to own the tray selection")
+    wait_until(lambda: tray_owner(display), timeout=60,  # slow to start on a loaded machine
+               what="trayer to own the tray selection")
     return trayer
 
 
