@@ -1,81 +1,263 @@
-"""WER and real-time factor of speech recognition on the real clips, batch vs streaming.
+"""Speech recognition on the evaluation set: streaming vs batch WER, speed, time to the final.
 
-    .venv/bin/python benchmarks/asr_eval.py [--backend pocketsphinx|vosk] [--vosk-model DIR]
-                                            [--json]
+    .venv/bin/python benchmarks/asr_eval.py [--manifest PATH] [--split tuning|heldout]
+        [--kind KIND ...] [--every N] [--limit N] [--jobs N] [--lookahead-ms MS] [--no-batch]
+        [--json] [--backend pocketsphinx|vosk] [--vosk-model DIR]
 
-Batch = the whole clip given to the recognizer at once; streaming = 30 ms blocks through our
-endpointer, as `edgevoice transcribe` and `listen` do. Prints per-clip and corpus figures.
+The set: ``python -m edgevoice.devtools.asr_eval_set DIR`` (built into
+``$EDGEVOICE_ASR_EVAL_SET`` or ``~/.cache/edgevoice/asr-eval-set`` when --manifest is not given
+and it is not there yet); its MANIFEST.tsv has file, split, source, kind, reference, duration_s.
+
+Every file gets a fresh recognizer (the same as one fresh process per file: nothing else is
+shared). Per file:
+- streaming: edgevoice's StreamingTranscriber exactly as ``edgevoice transcribe`` drives it
+  (default config: VAD, endpointer, ``audio.block_ms`` blocks, partials every
+  ``asr.partial_interval_ms``);
+- batch: pocketsphinx's own whole-file decoding, a fresh ``Decoder(samprate=16000)`` with its
+  default config and ``process_raw(data, full_utt=True)``;
+- real-time factor of each (wall time / audio time; the decoder load is not counted);
+- finish latency: the time ``finish()`` takes when the endpointer ends an utterance, i.e. from
+  the endpoint (end of speech + hangover) to the final transcript; CPU time of the decoding
+  thread (wall time under CPU contention measures the contention), wall time in the JSON.
+Prints corpus WER per split and per split x condition (``kind``); progress goes to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+import os
+import statistics
 import sys
 import time
+from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from edgevoice.audio.wavfile import iter_chunks, read_audio
-from edgevoice.config import Config
-from edgevoice.ear.transcriber import StreamingTranscriber, transcribe_chunks
-from edgevoice.evaluation import asr_clips, corpus_wer, speech_dir, word_errors
+from edgevoice.evaluation import word_errors
+
+LONG_UTTERANCE_S = 8.0  # "10 s utterances": finish latency is also reported over these
 
 
-def make(backend: str, vosk_model: str | None):
+def default_set_dir() -> Path:
+    env = os.environ.get("EDGEVOICE_ASR_EVAL_SET")
+    return Path(env) if env else Path.home() / ".cache" / "edgevoice" / "asr-eval-set"
+
+
+def _make(backend: str, vosk_model: str | None, lookahead_ms: int | None):
     if backend == "vosk":
         from edgevoice.asr.vosk_backend import VoskRecognizer
 
         return VoskRecognizer(Path(vosk_model))
     from edgevoice.asr.pocketsphinx_backend import PocketsphinxRecognizer
 
-    return PocketsphinxRecognizer()
+    if lookahead_ms is None:
+        return PocketsphinxRecognizer()
+    return PocketsphinxRecognizer(lookahead_ms=lookahead_ms)
 
 
-def main() -> int:
+class _Timed:
+    """Wraps a recognizer: times ``finish()`` and counts each utterance's audio."""
+
+    def __init__(self, rec) -> None:
+        self.rec, self.name, self.sample_rate = rec, rec.name, rec.sample_rate
+        self.utterances: list[tuple[float, float, float]] = []  # audio s, finish CPU s, wall s
+        self._audio_ms = 0.0
+        if hasattr(rec, "speech_paused"):
+            self.speech_paused = rec.speech_paused
+
+    def accept(self, chunk) -> None:
+        self._audio_ms += chunk.duration_ms
+        self.rec.accept(chunk)
+
+    def partial(self) -> str:
+        return self.rec.partial()
+
+    def finish(self):
+        t0, c0 = time.perf_counter(), time.thread_time()
+        transcript = self.rec.finish()
+        if self._audio_ms:
+            self.utterances.append((self._audio_ms / 1000, time.thread_time() - c0,
+                                    time.perf_counter() - t0))
+        self._audio_ms = 0.0
+        return transcript
+
+    def reset(self) -> None:
+        self._audio_ms = 0.0
+        self.rec.reset()
+
+    def close(self) -> None:
+        self.rec.close()
+
+
+def _batch_text(data: bytes) -> tuple[str, float]:
+    from pocketsphinx import Decoder
+
+    from edgevoice.asr.pocketsphinx_backend import _ALT_PRONUNCIATION, _is_filler
+
+    decoder = Decoder(samprate=16000, loglevel="FATAL")
+    t0 = time.perf_counter()
+    decoder.start_utt()
+    decoder.process_raw(data, False, True)
+    decoder.end_utt()
+    text = " ".join(_ALT_PRONUNCIATION.sub("", s.word) for s in decoder.seg()
+                    if not _is_filler(s.word))
+    return text, time.perf_counter() - t0
+
+
+def evaluate_file(job: dict) -> dict:
+    from edgevoice.audio.wavfile import iter_chunks, read_audio
+    from edgevoice.config import Config
+    from edgevoice.ear.transcriber import StreamingTranscriber, transcribe_chunks
+
+    row = job["row"]
+    cfg = Config()
+    audio = read_audio(job["path"], cfg.audio.sample_rate)
+    rec = _Timed(_make(job["backend"], job["vosk_model"], job["lookahead_ms"]))
+    transcriber = StreamingTranscriber(cfg.vad, rec, cfg.asr.partial_interval_ms)
+    t0 = time.perf_counter()
+    stream = " ".join(u.text for u in transcribe_chunks(
+        iter_chunks(audio, cfg.audio.block_ms), transcriber))
+    stream_s = time.perf_counter() - t0
+    rec.close()
+    out = dict(file=row["file"], split=row["split"], kind=row["kind"],
+               audio_s=audio.duration_ms / 1000, stream=stream, stream_s=stream_s,
+               utterances=rec.utterances)
+    errors, words = word_errors(row["reference"], stream)
+    out.update(words=words, stream_errors=errors)
+    if job["batch"]:
+        batch, batch_s = _batch_text(audio.data)
+        out.update(batch=batch, batch_s=batch_s,
+                   batch_errors=word_errors(row["reference"], batch)[0])
+    return out
+
+
+def _ms(values: list[float]) -> dict:
+    if not values:
+        return {"n": 0}
+    values = sorted(values)
+    p90 = values[min(len(values) - 1, int(round(0.9 * (len(values) - 1))))]
+    return {"n": len(values), "median_ms": round(1000 * statistics.median(values), 1),
+            "p90_ms": round(1000 * p90, 1), "max_ms": round(1000 * values[-1], 1)}
+
+
+def summarize(rows: list[dict]) -> dict:
+    def group(items):
+        words = sum(r["words"] for r in items)
+        audio = sum(r["audio_s"] for r in items)
+        g = {"files": len(items), "words": words, "audio_s": round(audio, 1),
+             "wer_streaming": round(sum(r["stream_errors"] for r in items) / max(words, 1), 4),
+             "rtf_streaming": round(sum(r["stream_s"] for r in items) / max(audio, 1e-9), 4)}
+        if all("batch_errors" in r for r in items):
+            g["wer_batch"] = round(sum(r["batch_errors"] for r in items) / max(words, 1), 4)
+            g["gap"] = round(g["wer_streaming"] - g["wer_batch"], 4)
+            g["rtf_batch"] = round(sum(r["batch_s"] for r in items) / max(audio, 1e-9), 4)
+        utts = [u for r in items for u in r["utterances"]]
+        g["finish"] = _ms([c for _, c, _ in utts])
+        g["finish_long"] = _ms([c for a, c, _ in utts if a >= LONG_UTTERANCE_S])
+        g["finish_long_wall"] = _ms([w for a, _, w in utts if a >= LONG_UTTERANCE_S])
+        return g
+
+    by_split, by_kind = defaultdict(list), defaultdict(list)
+    for r in rows:
+        by_split[r["split"]].append(r)
+        by_kind[(r["split"], r["kind"])].append(r)
+    return {"all": group(rows),
+            "splits": {s: group(v) for s, v in sorted(by_split.items())},
+            "conditions": {f"{s}/{k}": group(v) for (s, k), v in sorted(by_kind.items())}}
+
+
+def _print_table(summary: dict) -> None:
+    cols = "files words  wer_str  wer_bat    gap  rtf_str  rtf_bat  finish CPU p50/max ms"
+    print(f"{'split/condition':28s} {cols}")
+
+    def line(name, g):
+        f = g["finish"]
+        fin = f"{f.get('median_ms', 0):6.1f}/{f.get('max_ms', 0):6.1f}" if f["n"] else "-"
+        bat = (f"{g['wer_batch']:8.3f} {g['gap']:+6.3f}" if "wer_batch" in g
+               else f"{'-':>8s} {'-':>6s}")
+        rtfb = f"{g['rtf_batch']:8.3f}" if "rtf_batch" in g else f"{'-':>8s}"
+        print(f"{name:28s} {g['files']:5d} {g['words']:5d} {g['wer_streaming']:8.3f} {bat} "
+              f"{g['rtf_streaming']:8.3f} {rtfb}  {fin}")
+
+    for split, g in summary["splits"].items():
+        line(split, g)
+        for name, c in summary["conditions"].items():
+            if name.startswith(split + "/"):
+                line("  " + name.split("/", 1)[1], c)
+    line("all", summary["all"])
+    for split, g in list(summary["splits"].items()) + [("all", summary["all"])]:
+        fl = g["finish_long"]
+        if fl["n"]:
+            print(f"finish() on utterances >= {LONG_UTTERANCE_S:g} s ({split}): n={fl['n']} "
+                  f"median {fl['median_ms']} ms, p90 {fl['p90_ms']} ms, max {fl['max_ms']} ms")
+
+
+def _manifest(path: Path | None) -> Path:
+    if path is not None:
+        return path
+    folder = default_set_dir()
+    if not (folder / "MANIFEST.tsv").is_file():
+        from edgevoice.devtools import asr_eval_set
+
+        print(f"building the evaluation set in {folder}", file=sys.stderr)
+        if asr_eval_set.main([str(folder)]):
+            raise SystemExit(2)
+    return folder / "MANIFEST.tsv"
+
+
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--manifest", type=Path, help="MANIFEST.tsv of an evaluation set")
+    ap.add_argument("--split", choices=["tuning", "heldout"], help="only this half")
+    ap.add_argument("--kind", action="append", help="only these conditions (repeatable)")
+    ap.add_argument("--limit", type=int, default=0, help="first N files of the selection")
+    ap.add_argument("--every", type=int, default=1, help="every Nth file of each condition "
+                    "(a subset that keeps all conditions)")
+    ap.add_argument("--jobs", type=int, default=1, help="worker processes")
+    ap.add_argument("--lookahead-ms", type=int, help="pocketsphinx CMN lookahead (tuning)")
+    ap.add_argument("--no-batch", action="store_true", help="skip the batch decode")
     ap.add_argument("--backend", choices=["pocketsphinx", "vosk"], default="pocketsphinx")
     ap.add_argument("--vosk-model")
-    ap.add_argument("--json", action="store_true")
-    args = ap.parse_args()
-    folder = speech_dir()
-    if folder is None:
-        print("speech clips not found: set EDGEVOICE_SPEECH_DIR", file=sys.stderr)
-        return 2
-    rec = make(args.backend, args.vosk_model)
-    vad = Config().vad
-    rows, batch, stream = [], [], []
-    audio_s = batch_s = stream_s = 0.0
-    for n, clip in enumerate(asr_clips(folder), 1):
-        print(f"[{n}] {clip.path.name}", file=sys.stderr, flush=True)
-        audio = read_audio(clip.path)
-        t0 = time.perf_counter()
-        rec.accept(audio)
-        b = rec.finish().text
-        t1 = time.perf_counter()
-        s = " ".join(u.text for u in transcribe_chunks(iter_chunks(audio, 30),
-                                                      StreamingTranscriber(vad, rec)))
-        t2 = time.perf_counter()
-        audio_s += audio.duration_ms / 1000
-        batch_s += t1 - t0
-        stream_s += t2 - t1
-        batch.append((clip.reference, b))
-        stream.append((clip.reference, s))
-        eb, n_ref = word_errors(clip.reference, b)
-        es, _ = word_errors(clip.reference, s)
-        rows.append({"file": clip.path.name, "words": n_ref, "batch_errors": eb,
-                     "stream_errors": es, "batch": b, "stream": s})
-    summary = {
-        "backend": rec.name, "clips": len(rows), "audio_s": round(audio_s, 2),
-        "wer_batch": round(corpus_wer(batch), 4), "wer_streaming": round(corpus_wer(stream), 4),
-        "rtf_batch": round(batch_s / audio_s, 4), "rtf_streaming": round(stream_s / audio_s, 4),
-    }
-    if args.json:
-        print(json.dumps({"summary": summary, "clips": rows}))
-    else:
+    ap.add_argument("--json", action="store_true", help="one JSON object: summary and files")
+    args = ap.parse_args(argv)
+    manifest = _manifest(args.manifest)
+    with open(manifest, newline="", encoding="utf-8") as fh:
+        rows = [r for r in csv.DictReader(fh, delimiter="\t")
+                if (args.split is None or r["split"] == args.split)
+                and (not args.kind or r["kind"] in args.kind)]
+    if args.every > 1:  # every Nth file of each split x condition, so all conditions stay
+        seen: dict[tuple[str, str], int] = defaultdict(int)
+        keep = []
         for r in rows:
-            print(f"{r['file']:55s} words {r['words']:3d}  errors batch {r['batch_errors']:3d}"
-                  f"  streaming {r['stream_errors']:3d}")
-        print(" ".join(f"{k}={v}" for k, v in summary.items()))
+            key = (r["split"], r["kind"])
+            if seen[key] % args.every == 0:
+                keep.append(r)
+            seen[key] += 1
+        rows = keep
+    if args.limit:
+        rows = rows[: args.limit]
+    if not rows:
+        print(f"no files selected from {manifest}", file=sys.stderr)
+        return 2
+    jobs = [{"row": r, "path": str(manifest.parent / r["file"]), "backend": args.backend,
+             "vosk_model": args.vosk_model, "lookahead_ms": args.lookahead_ms,
+             "batch": not args.no_batch} for r in rows]
+    results = []
+    with ProcessPoolExecutor(max(1, args.jobs)) as pool:
+        for n, r in enumerate(pool.map(evaluate_file, jobs), 1):
+            extra = f" batch {r['batch_errors']}" if "batch_errors" in r else ""
+            print(f"[{n}/{len(jobs)}] {r['file']}: errors streaming {r['stream_errors']}"
+                  f"{extra} / {r['words']} words", file=sys.stderr, flush=True)
+            results.append(r)
+    summary = summarize(results)
+    summary["manifest"] = str(manifest)
+    summary["backend"] = args.backend
+    if args.json:
+        print(json.dumps({"summary": summary, "files": results}))
+    else:
+        _print_table(summary)
     return 0
 
 

@@ -2,9 +2,9 @@
 
     .venv/bin/python benchmarks/endpoint_eval.py [--json] [--set FIELD=VALUE ...]
 
-Runs ``UtteranceSegmenter`` (webrtcvad + noise gate + endpointer, default ``VadConfig`` unless
-overridden with ``--set``, e.g. ``--set mode=2 --set gate_max_flatness=1``) over 30 ms blocks and
-prints:
+Runs ``UtteranceSegmenter`` (webrtcvad + noise gate + neural VAD at onsets + endpointer, default
+``VadConfig`` unless overridden with ``--set``, e.g. ``--set mode=2 --set neural=off``) over 30 ms
+blocks and prints:
 - frame precision / recall at 10 ms resolution of the utterances (pre-roll included: the audio the
   recogniser gets) against the labelled spans, inside the labelled region of each clip;
 - start / end endpoint errors (ms, signed: negative = before the label) and the end latency (from
@@ -145,8 +145,10 @@ def score_clip(lc: LabelledClip, samples: np.ndarray, utts: list[Utt], preroll_m
 
 
 def detector_frames(cfg: VadConfig, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-frame decisions of webrtcvad alone and of webrtcvad AND the gate."""
-    gated, alone = SpeechDetector(cfg), SpeechDetector(without_gate(cfg))
+    """Per-frame decisions of webrtcvad alone and of webrtcvad AND the gate (no neural VAD: it
+    only judges onsets, see ``benchmarks/noise_eval.py``)."""
+    gated = SpeechDetector(dataclasses.replace(cfg, neural="off"))
+    alone = SpeechDetector(without_gate(cfg))
     n = gated.frame_samples
     frames = [samples[i * n:(i + 1) * n].tobytes() for i in range(len(samples) // n)]
     return (np.array([alone.is_speech(f) for f in frames], dtype=bool),
@@ -154,7 +156,8 @@ def detector_frames(cfg: VadConfig, samples: np.ndarray) -> tuple[np.ndarray, np
 
 
 def without_gate(cfg: VadConfig) -> VadConfig:
-    return dataclasses.replace(cfg, gate_min_dbfs=-100.0, gate_max_flatness=1.0)
+    """webrtcvad alone: no noise gate, no neural VAD."""
+    return dataclasses.replace(cfg, gate_min_dbfs=-100.0, gate_max_flatness=1.0, neural="off")
 
 
 def summary(values: list[float]) -> dict:
@@ -233,7 +236,7 @@ def run(cfg: VadConfig, folder: Path) -> dict:
                 np_, nr = pr(tot)
                 noisy[f"{snr} dB"] = {"precision": round(np_, 3), "recall": round(nr, 3)}
 
-    det_cost = SpeechDetector(cfg)
+    det_cost = SpeechDetector(dataclasses.replace(cfg, neural="off"))
     frames = [x[i:i + det_cost.frame_samples] for _, x in labelled[:2]
               for i in range(0, len(x) - det_cost.frame_samples, det_cost.frame_samples)]
     t0 = time.perf_counter()
@@ -244,6 +247,15 @@ def run(cfg: VadConfig, folder: Path) -> dict:
     for f in frames:
         det_cost.is_speech(f.tobytes())
     decide_us = (time.perf_counter() - t0) / len(frames) * 1e6
+    neural = SpeechDetector(cfg).neural
+    silero_us = None
+    if neural is not None:
+        x = np.concatenate(frames)
+        chunks = [x[i:i + neural.chunk] for i in range(0, len(x) - neural.chunk, neural.chunk)]
+        t0 = time.perf_counter()
+        for c in chunks:
+            neural.scorer.probability(c)
+        silero_us = round((time.perf_counter() - t0) / len(chunks) * 1e6, 1)
 
     return {
         "config": dataclasses.asdict(cfg),
@@ -269,7 +281,8 @@ def run(cfg: VadConfig, folder: Path) -> dict:
         "utterances_per_speech_clip": per_clip,
         "speech_clips_missed": sorted(k for k, n in per_clip.items() if n == 0),
         "koala_mixed": noisy,
-        "cost_us_per_frame": {"gate_fft": round(gate_us, 1), "vad+gate": round(decide_us, 1)},
+        "cost_us_per_frame": {"gate_fft": round(gate_us, 1), "vad+gate": round(decide_us, 1),
+                              "silero_per_512_chunk": silero_us},
     }
 
 
@@ -314,7 +327,9 @@ def report(res: dict) -> None:
                       for k, v in res["koala_mixed"].items()))
     c = res["cost_us_per_frame"]
     print(f"cost per {res['config']['frame_ms']} ms frame: gate FFT {c['gate_fft']} us,"
-          f" webrtcvad+gate {c['vad+gate']} us")
+          f" webrtcvad+gate {c['vad+gate']} us; Silero (onsets only) "
+          + (f"{c['silero_per_512_chunk']} us per 32 ms chunk" if c["silero_per_512_chunk"]
+             else "off"))
 
 
 def main() -> int:

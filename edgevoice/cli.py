@@ -89,6 +89,8 @@ def _asr_notice(recognizer) -> str:
 
 
 def cmd_listen(args) -> int:
+    import queue
+
     from edgevoice.asr.select import make_recognizer
     from edgevoice.audio.devices import Microphone
     from edgevoice.ear.transcriber import Partial, StreamingTranscriber, Utterance
@@ -116,18 +118,34 @@ def cmd_listen(args) -> int:
                 print(f"\r\033[K{event.text}" if tty else event.text, flush=True)
 
     with Microphone(device, rate=cfg.audio.sample_rate, block_ms=cfg.audio.block_ms) as mic:
-        print("listening — press Ctrl+C to stop", file=sys.stderr, flush=True)
-        if args.json:
-            _emit({"event": "listening", "device": str(device) if device is not None else None})
-        try:
+        changes: queue.SimpleQueue = queue.SimpleQueue()  # from the device watch's thread
+        watch = _device_watch(mic, None)
+        watch.start(changes.put)
+        restarts = 0
+        try:  # from here on, Ctrl+C (SIGINT) is a clean stop
+            print("listening — press Ctrl+C to stop", file=sys.stderr, flush=True)
+            if args.json:
+                _emit({"event": "listening",
+                       "device": str(device) if device is not None else None})
             while deadline is None or time.monotonic() < deadline:
                 chunk = mic.read(timeout=0.5)
+                while not changes.empty():
+                    change = changes.get()
+                    (log.info if change.ok else log.warning)("%s", change.message)
+                    if args.json:
+                        _emit({"event": "device" if change.ok else "error", "device": "input",
+                               "ok": change.ok, "message": change.message})
+                if mic.restarts != restarts:  # reopened: an utterance cut in two is dropped
+                    restarts = mic.restarts
+                    list(transcriber.flush())
                 if chunk is None:
                     continue
                 for event in transcriber.feed(chunk):
                     show(event)
         except KeyboardInterrupt:
             pass
+        finally:
+            watch.close()
         for event in transcriber.flush():
             show(event)
         if mic.overflows:
@@ -313,10 +331,26 @@ def _human_event(event: dict) -> None:
         said = event.get("spoken", event["reply"]) if event.get("interrupted") else event["reply"]
         cut = " (interrupted)" if event.get("interrupted") else ""
         print(f"agent: {said.strip()}{cut}{extra}", flush=True)
-    elif kind == "error":
+    elif kind == "error" and "device" not in event:  # a lost device is logged already
         print(f"edgevoice: error: {event['message']}", file=sys.stderr, flush=True)
+    elif kind == "device":
+        print(f"edgevoice: {event['message']}", file=sys.stderr, flush=True)
     elif kind == "ignored":
         log.info("ignored: %s", event["reason"])
+
+
+def _device_watch(source, output):
+    """A watch over the live microphone and speaker (devices that come and go)."""
+    from edgevoice.agent.outputs import DeviceOutput
+    from edgevoice.audio.devices import Microphone
+    from edgevoice.audio.watch import DeviceWatch
+
+    watch = DeviceWatch()
+    if isinstance(source, Microphone):
+        watch.add(source, "input")
+    if isinstance(output, DeviceOutput):
+        watch.add(output.speaker, "output")
+    return watch
 
 
 def cmd_run(args) -> int:
@@ -368,7 +402,7 @@ def cmd_run(args) -> int:
         manager = TurnManager(
             source=source, transcriber=transcriber, brain=Brain(router, cfg.llm),
             synthesizer=synth, output=output, agent=cfg.agent, emit=emit,
-            stop_at_input_end=bool(args.input),
+            stop_at_input_end=bool(args.input), devices=_device_watch(source, output),
         )
 
         async def main_loop() -> None:

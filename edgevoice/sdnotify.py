@@ -18,8 +18,10 @@ Intended call sites (the daemon, ``edgevoice run``):
 * ``watchdog()`` every ``watchdog_interval()`` seconds from a task **on the asyncio loop** that
   owns the turns, so a stuck loop stops the keep-alives and systemd restarts the service
   (``WatchdogSec=`` in the unit; ``watchdog_interval()`` is None when no watchdog is configured).
-* ``status(text)`` on state changes ("listening", "thinking", "speaking", "muted"): shown by
-  ``systemctl status``.
+  The manager also skips them while the microphone or speaker is lost: a deaf daemon is not
+  healthy.
+* ``status(text)`` on state changes ("listening", "thinking", "speaking", "muted",
+  "no-microphone", "no-speaker"): shown by ``systemctl status``.
 * ``stopping()`` when SIGTERM (or a quit command) starts the shutdown.
 * ``extend_timeout(seconds)`` before a long start-up step (loading a big model on a slow board),
   so ``TimeoutStartSec=`` does not kill a start that is merely slow.

@@ -73,5 +73,10 @@ def _pause(d, s: float) -> None:
     d.rectangle(_box(s, 35, 18, 42, 46), fill=WHITE)
 
 
+def _alert(d, s: float) -> None:
+    d.rounded_rectangle(_box(s, 28, 13, 36, 38), radius=3 * s, fill=WHITE)
+    d.ellipse(_box(s, 27.5, 42, 36.5, 51), fill=WHITE)
+
+
 _GLYPHS = {"mic": _mic, "mic_off": _mic_off, "dots": _dots, "wave": _wave, "cloud": _cloud,
-           "cross": _cross, "pause": _pause}
+           "cross": _cross, "pause": _pause, "alert": _alert}

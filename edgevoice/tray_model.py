@@ -14,7 +14,7 @@ class TrayModel:
     """The daemon as the tray last saw it. ``connected`` False: no daemon (grey icon)."""
 
     connected: bool = False
-    state: str = "listening"  # listening | thinking | speaking | muted
+    state: str = "listening"  # listening | thinking | speaking | muted | no-microphone | no-speaker
     muted: bool = False
     policy: str = "local"
     activation_mode: str = "always"
@@ -76,7 +76,7 @@ class IconSpec:
 
     kind: str
     colour: tuple[int, int, int]
-    glyph: str  # mic | dots | wave | mic_off | cloud | cross | pause
+    glyph: str  # mic | dots | wave | mic_off | cloud | cross | pause | alert
     badge: bool = False
 
 
@@ -88,14 +88,19 @@ ICONS: dict[str, IconSpec] = {
     "muted": IconSpec("muted", (211, 47, 47), "mic_off"),       # red
     "offload": IconSpec("offload", (142, 68, 173), "cloud"),    # purple
     "offline": IconSpec("offline", (120, 120, 120), "cross"),   # grey
+    "no_device": IconSpec("no_device", (230, 74, 25), "alert"),  # deep orange
 }
+DEVICE_STATES = {"no-microphone": "no microphone", "no-speaker": "no speaker"}
 BADGE_COLOUR = ICONS["offload"].colour
 
 
 def icon_kind(model: TrayModel) -> str:
-    """One of ``ICONS``: offline, muted, speaking, thinking, then offload, idle, listening."""
+    """One of ``ICONS``: offline, no_device (a lost microphone or speaker), muted, speaking,
+    thinking, then offload, idle, listening."""
     if not model.connected:
         return "offline"
+    if model.state in DEVICE_STATES:
+        return "no_device"
     if model.muted or model.state == "muted":
         return "muted"
     if model.state in ("thinking", "speaking"):
@@ -120,6 +125,8 @@ def tooltip(model: TrayModel) -> str:
     kind = icon_kind(model)
     if kind == "offline":
         return "edgevoice: no agent running"
+    if kind == "no_device":
+        return f"edgevoice: {DEVICE_STATES[model.state]} (waiting for it to come back)"
     where = " (offload)" if model.offload and kind != "offload" else ""
     return f"edgevoice: {kind}{where}, policy {model.policy}"
 

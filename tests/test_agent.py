@@ -163,21 +163,26 @@ def test_file_mode_one_turn_per_utterance_with_reply_audio_after_each(
     assert abs(soundfile.info(out_wav).duration - in_len) < 2.0
     said = {e["id"]: e for e in events if e["event"] == "transcript"}
     next_starts = [s for s, _ in spans[1:]] + [in_len + 2]
+    spoken = 0
     for turn, (start, _), nxt in zip(turns, spans, next_starts, strict=True):
         end = said[turn["id"]]["end"]  # end of speech as the endpointer saw it
         assert turn["target"] == "local" and not turn.get("interrupted")
+        assert turn["tokens"]["completion_tokens"] == 8
+        if not any(ch.isalnum() for ch in turn["reply"]):
+            continue  # the random model's 8 tokens were all punctuation: nothing to say
+        spoken += 1
         lat = turn["latency_ms"]
         assert list(lat) == ["asr_final", "llm_first_token", "first_clause", "tts_first_audio",
                              "playback_start", "first_audio"]
         assert 0 < lat["asr_final"] <= lat["llm_first_token"] <= lat["first_clause"] \
             <= lat["tts_first_audio"] <= lat["playback_start"] == lat["first_audio"]
-        assert turn["tokens"]["completion_tokens"] == 8
         # The reply is in OUT.wav after the utterance ended, before the next one began, and
         # the file's timeline agrees with the reported first-audio latency.
         first = int(np.argmax(voiced[int(end / hop):])) * hop + end
         assert voiced[int(end / hop):].any() and first < nxt
         assert not voiced[int(start / hop): int(end / hop)].any()
         assert first - end == pytest.approx(lat["first_audio"] / 1000, abs=0.4)
+    assert spoken >= 1, [t["reply"] for t in turns]
     # KV-cache reuse across turns: later turns evaluate only part of the prompt.
     assert turns[2]["tokens"]["evaluated_tokens"] < turns[2]["tokens"]["prompt_tokens"] / 2
 
@@ -222,7 +227,9 @@ def test_speculation_prefills_the_words_so_far_and_the_turn_evaluates_the_rest(
 def test_file_mode_barge_in_on_a_real_multi_utterance_recording(tmp_path, tiny_gguf):
     """chan3: speech resumes ~1 s after the first utterance, over a long reply."""
     cfg = tmp_path / "long.yaml"
-    cfg.write_text("llm:\n  max_tokens: 60\n  temperature: 0.0\n")
+    # pocketsphinx decodes this noisy 13 s utterance slower than real time on 2 cores (RTF ~1.3
+    # even in batch): its turns would be rightly dropped as stale; this test is about barge-in.
+    cfg.write_text("llm:\n  max_tokens: 60\n  temperature: 0.0\nagent:\n  stale_s: 60\n")
     out = run_cli("--config", str(cfg), "run", "--input",
                   str(SPEECH / "pocketsphinx__chan3_vad.wav"), "--output",
                   str(tmp_path / "o.wav"), "--llm-model", str(tiny_gguf), "--json")

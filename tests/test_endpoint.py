@@ -1,5 +1,5 @@
 """Endpointing: the pure state machine on scripted flags, the segmenter on odd chunkings, and the
-real detector (webrtcvad + noise gate) on real clips and generated noise."""
+real detector (webrtcvad + noise gate + neural VAD) on real clips and generated noise."""
 
 from __future__ import annotations
 
@@ -33,6 +33,9 @@ from edgevoice.ear.gate import WARMUP_MS, NoiseGate, SpeechDetector
 RATE = 16000
 FRAME_MS = 30
 N = RATE * FRAME_MS // 1000
+# The cheap stages alone (webrtcvad + noise gate): the synthetic vowels below test the segmenter's
+# mechanics, and the neural VAD rightly calls them no speech (tests/test_neural_vad.py).
+CHEAP = VadConfig(neural="off")
 
 # --------------------------------------------------------------------------- pure Endpointer
 
@@ -279,7 +282,7 @@ def feed_in(seg: UtteranceSegmenter, audio: AudioChunk, sizes: list[int]) -> lis
 
 
 def test_segmenter_finds_the_voiced_bursts(synthetic_stream):
-    events = feed_in(UtteranceSegmenter(VadConfig()), synthetic_stream, [960])
+    events = feed_in(UtteranceSegmenter(CHEAP), synthetic_stream, [960])
     starts = [ev.start_ms for ev in events if isinstance(ev, SpeechStart)]
     ends = [ev for ev in events if isinstance(ev, SpeechEnd)]
     assert len(starts) == len(ends) == len(BURSTS)
@@ -293,15 +296,15 @@ def test_segmenter_finds_the_voiced_bursts(synthetic_stream):
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(sizes=st.lists(st.integers(1, 2500).map(lambda n: 2 * n), min_size=1, max_size=20))
 def test_chunk_sizes_do_not_change_the_events(synthetic_stream, sizes):
-    reference = feed_in(UtteranceSegmenter(VadConfig()), synthetic_stream, [960])
+    reference = feed_in(UtteranceSegmenter(CHEAP), synthetic_stream, [960])
     assert sum(isinstance(ev, SpeechStart) for ev in reference) == len(BURSTS)
-    assert feed_in(UtteranceSegmenter(VadConfig()), synthetic_stream, sizes) == reference
+    assert feed_in(UtteranceSegmenter(CHEAP), synthetic_stream, sizes) == reference
 
 
 def test_timestamps_follow_the_stream_timeline(synthetic_stream):
-    base = feed_in(UtteranceSegmenter(VadConfig()), synthetic_stream, [1000])
+    base = feed_in(UtteranceSegmenter(CHEAP), synthetic_stream, [1000])
     later = dataclasses.replace(synthetic_stream, start_ms=12_345.0)
-    shifted = feed_in(UtteranceSegmenter(VadConfig()), later, [1000])
+    shifted = feed_in(UtteranceSegmenter(CHEAP), later, [1000])
     assert [ev.start_ms + 12_345.0 for ev in base if isinstance(ev, SpeechStart)] == \
         [ev.start_ms for ev in shifted if isinstance(ev, SpeechStart)]
     assert [ev.end_ms + 12_345.0 for ev in base if isinstance(ev, SpeechEnd)] == \
@@ -309,7 +312,7 @@ def test_timestamps_follow_the_stream_timeline(synthetic_stream):
 
 
 def test_a_forward_gap_moves_the_timeline(synthetic_stream):
-    seg = UtteranceSegmenter(VadConfig())
+    seg = UtteranceSegmenter(CHEAP)
     half = len(synthetic_stream.data) // 2 // 960 * 960 + 100  # mid-frame cut
     list(seg.feed(AudioChunk(synthetic_stream.data[:half], PCM16_MONO_16K, 0.0)))
     events = list(seg.feed(AudioChunk(synthetic_stream.data[half:], PCM16_MONO_16K, 60_000.0)))
@@ -320,7 +323,7 @@ def test_a_forward_gap_moves_the_timeline(synthetic_stream):
 
 
 def test_feed_works_without_iterating_and_flush_closes(synthetic_stream):
-    seg = UtteranceSegmenter(VadConfig())
+    seg = UtteranceSegmenter(CHEAP)
     cut = PCM16_MONO_16K.bytes_for_ms(1500)  # inside the first burst
     seg.feed(AudioChunk(synthetic_stream.data[:cut], PCM16_MONO_16K))  # result not consumed
     assert seg.in_speech
@@ -332,7 +335,7 @@ def test_feed_works_without_iterating_and_flush_closes(synthetic_stream):
 
 
 def test_reset_drops_an_open_utterance_silently(synthetic_stream):
-    seg = UtteranceSegmenter(VadConfig())
+    seg = UtteranceSegmenter(CHEAP)
     seg.feed(AudioChunk(synthetic_stream.data[: PCM16_MONO_16K.bytes_for_ms(1500)]))
     seg.reset()
     assert not seg.in_speech and list(seg.flush()) == []
@@ -343,7 +346,7 @@ def test_format_is_checked():
         UtteranceSegmenter(VadConfig(), AudioFormat(16000, channels=2))
     with pytest.raises(ValueError, match="rate"):
         UtteranceSegmenter(VadConfig(), AudioFormat(22050))
-    seg = UtteranceSegmenter(VadConfig())
+    seg = UtteranceSegmenter(CHEAP)
     with pytest.raises(ValueError, match="format"):
         seg.feed(AudioChunk(bytes(960), AudioFormat(8000)))
 
@@ -358,7 +361,7 @@ def test_detector_checks_the_frame_length():
 
 def test_detector_ignores_the_warmup_of_webrtcvad():
     x = np.round(voiced(1.0)).astype(np.int16)
-    det = SpeechDetector(VadConfig())
+    det = SpeechDetector(CHEAP)
     decisions = [det.is_speech(x[i * N:(i + 1) * N].tobytes()) for i in range(len(x) // N)]
     warm = -(-WARMUP_MS // FRAME_MS)
     assert not any(decisions[:warm])
@@ -393,7 +396,8 @@ def segment_count(c: VadConfig, x: np.ndarray) -> int:
 
 
 def without_gate(c: VadConfig) -> VadConfig:
-    return dataclasses.replace(c, gate_min_dbfs=-100.0, gate_max_flatness=1.0)
+    """webrtcvad alone: no noise gate, no neural VAD."""
+    return dataclasses.replace(c, gate_min_dbfs=-100.0, gate_max_flatness=1.0, neural="off")
 
 
 @pytest.mark.parametrize("kind", ["white", "pink", "brown"])
@@ -404,7 +408,7 @@ def test_generated_noise_is_never_an_utterance(kind, level):
 
 def test_the_gate_is_what_keeps_loud_noise_out():
     x = synthetic_noise("white", 3.0, -20.0)
-    gated, alone = SpeechDetector(VadConfig()), SpeechDetector(without_gate(VadConfig()))
+    gated, alone = SpeechDetector(CHEAP), SpeechDetector(without_gate(VadConfig()))
     fr = [f.tobytes() for f in frames_of(x)]
     assert np.mean([alone.is_speech(f) for f in fr]) > 0.5  # webrtcvad alone: "speech"
     assert not any(gated.is_speech(f) for f in fr)

@@ -60,6 +60,19 @@ def test_status_and_events_fold_into_the_icon_kind():
         assert icon_kind(model) == kind, event
 
 
+def test_a_lost_microphone_or_speaker_shows_whatever_else_is_going_on():
+    from edgevoice.tray_model import tooltip
+
+    model = apply_event(from_status(STATUS), {"event": "muted", "muted": True})
+    for state, words in (("no-microphone", "no microphone"), ("no-speaker", "no speaker")):
+        lost = apply_event(model, {"event": "state", "state": state})
+        assert icon_kind(lost) == "no_device" and icon_spec(lost).glyph == "alert"
+        assert tooltip(lost) == f"edgevoice: {words} (waiting for it to come back)"
+    assert icon_kind(from_status({**STATUS, "state": "no-speaker"})) == "no_device"
+    back = apply_event(lost, {"event": "state", "state": "listening"})
+    assert icon_kind(back) == "muted"
+
+
 def test_icons_differ_and_offload_shows_as_a_badge_while_busy():
     specs = list(ICONS.values())
     assert len({s.colour for s in specs}) == len(specs)

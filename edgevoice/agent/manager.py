@@ -29,6 +29,7 @@ from edgevoice.agent.turn import Turn
 from edgevoice.audio.format import AudioChunk
 from edgevoice.config import ActivationConfig, AgentConfig
 from edgevoice.ear.activation import Activation
+from edgevoice.ear.clock import EarClock
 from edgevoice.ear.endpoint import SpeechStart
 from edgevoice.ear.transcriber import Partial, Pause, StreamingTranscriber, Utterance
 from edgevoice.errors import CommandError
@@ -91,6 +92,7 @@ class TurnManager:
         agent: AgentConfig,
         emit: Callable[[dict], None],
         stop_at_input_end: bool = False,
+        devices=None,
     ) -> None:
         self.source = source
         self.transcriber = transcriber
@@ -111,6 +113,10 @@ class TurnManager:
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._input_ended = False
         self._deaf = False  # the current utterance began while we were talking (barge_in off)
+        self.clock = EarClock()  # the ear's timeline on the monotonic clock; how far behind
+        self.devices = devices  # edgevoice.audio.watch.DeviceWatch over the mic and speaker
+        self._lost: dict[str, str] = {}  # "input"/"output" -> why, while that device is lost
+        self._activity = ""  # the state without the devices' (listening, thinking, ...)
         self._speculator = Speculator(self.brain.prefill, self._llm)
         self._control_init()
 
@@ -123,11 +129,16 @@ class TurnManager:
         self._set_state("listening")
         sdnotify.ready()
         keepalive = asyncio.get_running_loop().create_task(self._watchdog())
+        if self.devices is not None:
+            post = self._loop.call_soon_threadsafe
+            self.devices.start(lambda change: post(self._on_device, change))
         try:
             await self._stop.wait()
         finally:
             sdnotify.stopping()
             keepalive.cancel()
+            if self.devices is not None:
+                self.devices.close()
             self._ear_stop.set()
             self._speculator.cancel()
             if self._active is not None:
@@ -140,21 +151,32 @@ class TurnManager:
         self._stop.set()
 
     async def _watchdog(self) -> None:
-        """systemd keep-alives from the loop that owns the turns: a stuck loop stops them."""
+        """systemd keep-alives from the loop that owns the turns: a stuck loop stops them, and
+        so does a lost microphone or speaker (a deaf or mute daemon must not look healthy)."""
         interval = sdnotify.watchdog_interval()
         if interval is None:
             return
         while True:
-            sdnotify.watchdog()
+            if not self._lost:
+                sdnotify.watchdog()
             await asyncio.sleep(interval)
 
     # -- the ear thread: VAD + ASR, nothing else -------------------------------------------
 
     def _ear(self) -> None:
         post = self._loop.call_soon_threadsafe
+        restarts = 0
         try:
             while not self._ear_stop.is_set():
+                asked = time.monotonic()
                 chunk = self.source.read(timeout=0.2)
+                got = time.monotonic()
+                if getattr(self.source, "restarts", 0) != restarts:  # the mic was reopened
+                    restarts = self.source.restarts
+                    dropped = [e for e in self.transcriber.flush() if isinstance(e, Utterance)]
+                    if dropped:
+                        log.info("dropped an utterance cut by the lost microphone: %r",
+                                 dropped[0].text)
                 if chunk is None:
                     if getattr(self.source, "finished", False):
                         for event in self.transcriber.flush():
@@ -166,11 +188,25 @@ class TurnManager:
                     # The block was just captured: its last sample is "now".
                     self.origin = time.monotonic() - chunk.end_ms / 1000
                     post(self._on_origin, self.origin)
+                self._keep_time(chunk, got, got - asked, post)
                 for event in self.transcriber.feed(chunk):
                     post(self._on_ear_event, event)
         except Exception as exc:  # a dead ear must not leave a silent, hung daemon
             log.exception("audio input failed")
             post(self._fail, exc)
+
+    def _keep_time(self, chunk: AudioChunk, now: float, waited: float, post) -> None:
+        """How far behind real time the ear reads (``ear/clock.py``); say so, rate-limited."""
+        report = self.clock.read(chunk.end_ms, now, waited, chunk.duration_ms)
+        if report is None:
+            return
+        if report.caught_up:
+            log.info("the ear has caught up with real time")
+        else:
+            log.warning("the ear is %.1f s behind real time (the machine is too busy): answers "
+                        "come late, and an utterance still unheard %.0f s after it ended is not "
+                        "answered (agent.stale_s)", report.behind_s, self.cfg.stale_s)
+        post(self.emit, {"event": "behind", "behind_s": round(report.behind_s, 2)})
 
     def _fail(self, exc: Exception) -> None:
         self.emit({"event": "error", "message": f"audio input failed: {exc}"})
@@ -183,10 +219,31 @@ class TurnManager:
     # -- events on the loop ------------------------------------------------------------------
 
     def _set_state(self, state: str) -> None:
+        """The state shown: a lost device (no-microphone, no-speaker) outranks the activity."""
+        self._activity = state
+        if "input" in self._lost:
+            state = "no-microphone"
+        elif "output" in self._lost:
+            state = "no-speaker"
         if state != self.state:
             self.state = state
             sdnotify.status(state)
             self.emit({"event": "state", "state": state})
+
+    def _on_device(self, change) -> None:
+        """A microphone or speaker was lost or is back (``edgevoice.audio.watch``)."""
+        if change.ok:
+            self._lost.pop(change.kind, None)
+            log.info("%s", change.message)
+            if change.kind == "input":
+                self._deaf = False  # the utterance that set it was cut off
+            self.emit({"event": "device", "device": change.kind, "ok": True,
+                       "message": change.message})
+        else:
+            self._lost[change.kind] = change.message
+            log.warning("%s", change.message)
+            self.emit({"event": "error", "device": change.kind, "message": change.message})
+        self._set_state(self._activity)
 
     def _on_ear_event(self, event) -> None:
         if isinstance(event, SpeechStart):
@@ -227,10 +284,13 @@ class TurnManager:
 
     def _on_utterance(self, utt: Utterance) -> None:
         now = time.monotonic()
-        speech_end = (self.origin or now) + utt.end_ms / 1000
+        speech_end = self.clock.at(utt.end_ms) or now  # when it was said, on the clock
         if self._deaf:
             self._deaf = False
             log.info("ignored, began while speaking (barge_in off): %r", utt.text)
+            return
+        if now - speech_end > self.cfg.stale_s:
+            self._ignore_stale(utt, now - speech_end)
             return
         if self._active is not None:
             self._interrupt("new utterance")
@@ -250,6 +310,18 @@ class TurnManager:
         self.turns.append(turn)
         active.task = asyncio.get_running_loop().create_task(self._run_turn(active))
         active.task.add_done_callback(lambda task: self._turn_done(active, task))
+
+    def _ignore_stale(self, utt: Utterance, late_s: float) -> None:
+        """Heard too late to answer: reported, never answered (nor does it stop a reply)."""
+        self._speculator.cancel()
+        turn = Turn(utt.text)
+        log.warning("not answering %r: its transcript was ready %.1f s after you stopped "
+                    "speaking (agent.stale_s is %.1f s; the machine is too busy)", utt.text,
+                    late_s, self.cfg.stale_s)
+        self.emit({"event": "transcript", "id": turn.id, "text": utt.text,
+                   "start": round(utt.start_ms / 1000, 3), "end": round(utt.end_ms / 1000, 3)})
+        self.emit({"event": "ignored", "id": turn.id, "reason": "stale",
+                   "late_s": round(late_s, 2)})
 
     # -- one turn ---------------------------------------------------------------------------
 
@@ -413,6 +485,7 @@ class TurnManager:
         last = next((t for t in reversed(self.turns) if t is not current), None)
         return {
             "state": self.state,
+            "lost_devices": dict(self._lost),
             "muted": self.brain.muted,
             "policy": router.policy,
             "activation": self.activation_status(),

@@ -4,6 +4,7 @@ which is what barge-in needs to tell what was actually spoken."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -12,6 +13,8 @@ from typing import Optional, Protocol
 
 from edgevoice.audio.format import AudioChunk
 from edgevoice.audio.wavfile import WavWriter
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -122,8 +125,12 @@ class DeviceOutput:
             if item is None:
                 return
             gen, chunk = item
-            if gen == self._gen:
+            if gen != self._gen:
+                continue
+            try:  # a speaker that is gone drops the audio (edgevoice.audio.watch reopens it)
                 self.speaker.write(chunk)
+            except Exception as exc:  # the writer must outlive a device that failed
+                log.debug("speaker write failed: %s", exc)
 
     def clear(self) -> float:
         now = time.monotonic()

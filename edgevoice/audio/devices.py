@@ -6,7 +6,12 @@ project (and ``import edgevoice.audio.devices``) works on machines without PortA
 PortAudio callbacks here only copy: the input callback hands each block to a queue and the
 consumer (``Microphone.read``) down-mixes and resamples; the output callback copies from a bounded
 ring buffer filled by ``Speaker.write`` and plays silence on underrun. Note that PortAudio
-enumerates devices once per process: devices plugged in later are not seen until restart.
+enumerates devices once, when it starts: a device plugged in later is seen only after
+``reinitialize()``, which closes and reopens our streams around a PortAudio restart.
+
+Both streams report their health (``problem()``: the stream ended, or no callback for a while)
+and can be reopened on the spec they were configured with (``reopen()``);
+``edgevoice.audio.watch`` decides when.
 
 A name no PortAudio device has may name one of the sound server's sources or sinks (PulseAudio or
 PipeWire, listed with pactl): the stream then opens on PortAudio's ``pulse`` device, sent there
@@ -18,6 +23,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType, TracebackType
@@ -34,6 +40,12 @@ Kind = Literal["input", "output"]
 
 _LIST_HINT = "list them with `edgevoice devices`"
 _sd_module: ModuleType | None = None
+# Opening, closing and reopening streams, and restarting PortAudio, happen one at a time.
+_pa_lock = threading.RLock()
+_open_streams: weakref.WeakSet[Microphone | Speaker] = weakref.WeakSet()
+# ALSA plugin devices that look their target up each time a stream opens (the sound server's
+# own source or sink, ALSA's default): restarting PortAudio cannot change what they reach.
+PLUGIN_DEVICES = ("pulse", "pipewire", "default")
 
 
 def _sd() -> ModuleType:
@@ -122,6 +134,12 @@ class Route:
     @property
     def server_name(self) -> str | None:
         return None if self.server is None else self.server.name
+
+    @property
+    def resolves_at_open(self) -> bool:
+        """True when the device finds its target anew at each open (a sound-server route, ALSA's
+        ``default``): a PortAudio restart would not change what it reaches."""
+        return self.server is not None or self.name in PLUGIN_DEVICES
 
 
 def _pulse_device(usable: list[DeviceInfo]) -> DeviceInfo | None:
@@ -218,6 +236,35 @@ def _server_route(spec: str, kind: Kind, usable: list[DeviceInfo]) -> Route:
     )
 
 
+def reinitialize() -> None:
+    """Restart PortAudio so that it enumerates the devices again (it does so only when it starts).
+
+    ``Pa_Terminate`` closes every open stream, so ours are closed first and reopened after, each
+    on the spec it was configured with (a device's index may differ now); one that cannot reopen
+    says why through its ``problem()``. Relies on sounddevice's ``_terminate``/``_initialize``.
+    """
+    from edgevoice.audio.native_log import alsa_messages_held
+
+    sd = _sd()
+    with _pa_lock:
+        reopen = [s for s in list(_open_streams) if s._stream is not None]
+        for stream in reopen:
+            stream._close_stream()
+        try:
+            with alsa_messages_held():  # the devices PortAudio probes make ALSA talk
+                while getattr(sd, "_initialized", 0) > 0:
+                    sd._terminate()
+                sd._initialize()
+        except sd.PortAudioError as exc:
+            raise AudioDeviceError(f"Cannot restart PortAudio to look for devices again ({exc}): "
+                                   "restart edgevoice.") from exc
+        for stream in reopen:
+            try:
+                stream._open_stream()
+            except AudioDeviceError as exc:
+                stream._failure = str(exc)
+
+
 def _open_error(kind: Kind, index: int, name: str, exc: Exception) -> AudioDeviceError:
     return AudioDeviceError(
         f"Cannot open audio {kind} device #{index} {name!r} ({exc}): close other programs that "
@@ -261,11 +308,33 @@ def _mono_time(time_info: Any, attr: str, now: float) -> float:
     return now + (stamp - current) if stamp and current else now
 
 
+def _shut(stream: Any) -> None:
+    """Abort and close a stream that may have died already (PortAudio then reports errors)."""
+    sd = _sd()
+    for step in (stream.abort, stream.close):
+        try:
+            step()
+        except sd.PortAudioError:
+            pass
+
+
+class _Restart:
+    """Queued ahead of a reopened stream's first block: the reader switches to its resampler and
+    moves the timeline past the gap."""
+
+    __slots__ = ("resampler",)
+
+    def __init__(self, resampler: StreamResampler) -> None:
+        self.resampler = resampler
+
+
 class Microphone:
     """Mono 16-bit capture at ``rate`` in ``block_ms`` chunks, whatever the device's own rate.
 
-    ``start_ms`` of each chunk counts delivered samples, so the timeline has no gaps;
-    ``start_time`` is the ``time.monotonic()`` at which sample 0 was captured, to relate the two.
+    ``start_ms`` of each chunk counts delivered samples, so the timeline has no gaps while the
+    stream runs; ``start_time`` is the ``time.monotonic()`` at which sample 0 was captured, to
+    relate the two. After ``reopen()`` the timeline skips the time the device was away (it stays
+    on the clock) and ``restarts`` counts up, so a reader can drop an utterance cut in two.
     """
 
     def __init__(
@@ -282,7 +351,7 @@ class Microphone:
         self.latency = latency
         self.block_frames = rate * block_ms // 1000
         self._max_blocks = max(2, max_queue_ms // block_ms)
-        self._queue: queue.SimpleQueue[np.ndarray | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[np.ndarray | _Restart | None] = queue.SimpleQueue()
         self._stream: Any = None
         self._closed = False
         self._overflows = 0
@@ -294,33 +363,110 @@ class Microphone:
         self.device_rate = rate
         self.channels = 1
         self.start_time: float | None = None
+        self.restarts = 0  # streams reopened so far
+        self.hold = False  # True: blocks are counted but not queued (a stream not trusted yet)
         self._resampler = StreamResampler(rate, rate)
+        self._gen = 0  # which stream the finished callback belongs to
+        self._ended = False  # the current stream stopped by itself (PortAudio's finished callback)
+        self._failure: str | None = None  # why reinitialize() could not reopen it
+        self._opened_at = 0.0
+        self._last_block: float | None = None  # time.monotonic() of the latest callback
+        self._stream_t0: float | None = None  # capture time of the current stream's first sample
+        self._resync = False
 
     def open(self) -> Microphone:
         """Open and start the input stream; errors say which device failed and what to do."""
-        if self._stream is not None:
-            return self
-        sd = _sd()
-        self.route = route = resolve_route(self.spec, "input")
-        index = route.index
-        with soundserver.routed("input", route.server_name):
-            self.device_rate, self.channels, self.device_name = _pick_settings(
-                sd, "input", index, self.rate
-            )
-            self.device = index
-            self._resampler = StreamResampler(self.device_rate, self.rate)
-            self._stream = _start_stream(
-                sd, "input", index, self.device_name, samplerate=self.device_rate,
-                channels=self.channels, blocksize=self.device_rate * self.block_ms // 1000,
-                latency=self.latency, callback=self._callback,
-            )
+        if self._stream is None:
+            with _pa_lock:
+                self._open_stream()
         return self
+
+    def _open_stream(self) -> None:
+        """Resolve the spec again and start a stream on it (``_pa_lock`` held)."""
+        sd = _sd()
+        route = resolve_route(self.spec, "input")
+        with soundserver.routed("input", route.server_name):
+            rate, channels, name = _pick_settings(sd, "input", route.index, self.rate)
+            resampler = StreamResampler(rate, self.rate)
+            if self.route is None:
+                self._resampler = resampler
+            else:  # a reopened stream: the reader switches over at this mark
+                self._queue.put(_Restart(resampler))
+            self._gen += 1
+            gen = self._gen
+            self._ended, self._failure, self._last_block, self._stream_t0 = False, None, None, None
+            self._opened_at = time.monotonic()
+            self._stream = _start_stream(
+                sd, "input", route.index, name, samplerate=rate, channels=channels,
+                blocksize=rate * self.block_ms // 1000, latency=self.latency,
+                callback=self._callback, finished_callback=lambda: self._finished(gen),
+            )
+        self.route, self.device, self.device_name = route, route.index, name
+        self.device_rate, self.channels = rate, channels
+        _open_streams.add(self)
+
+    def _finished(self, gen: int) -> None:
+        if gen == self._gen:  # not one we closed ourselves
+            self._ended = True
+
+    def _close_stream(self) -> None:
+        stream, self._stream = self._stream, None
+        self._gen += 1
+        if stream is not None:
+            _shut(stream)
+
+    def suspend(self) -> None:
+        """Stop capturing (the device is gone, or the server moved the stream elsewhere) until
+        ``reopen()``; reads return None meanwhile."""
+        with _pa_lock:
+            self._close_stream()
+
+    def reopen(self, reinit: bool = False) -> None:
+        """Close the stream and open the configured device again, by the same name or index;
+        ``reinit`` restarts PortAudio first, so a device that appeared since is found. Raises
+        ``AudioDeviceError`` while it cannot be opened."""
+        with _pa_lock:
+            if self._closed:
+                return
+            self._close_stream()
+            if reinit:
+                reinitialize()
+            self._open_stream()
+
+    def problem(self, stall_s: float = 1.0, first_s: float = 5.0) -> str | None:
+        """Why the stream is not delivering (a few words), or None while it is: it stopped, or
+        no block came for ``stall_s`` (counted from ``first_s`` after opening). None once closed."""
+        if self._closed:
+            return None
+        if self._failure is not None:
+            return self._failure
+        stream = self._stream
+        if stream is None:
+            return "the input stream is closed"
+        if self._ended or not stream.active:
+            return "the input stream stopped"
+        now, last = time.monotonic(), self._last_block
+        if now - self._opened_at < first_s:
+            return None  # a device may take a while to start (PulseAudio's null sinks: 2 s)
+        if last is None:
+            return f"no audio within {now - self._opened_at:.1f} s of opening it"
+        return f"no audio for {now - last:.1f} s" if now - last > stall_s else None
+
+    @property
+    def delivering(self) -> bool:
+        """A block arrived since the stream was (re)opened."""
+        return self._stream is not None and self._last_block is not None
 
     def _callback(self, indata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
         # Runs on PortAudio's thread: copy and count, nothing else.
-        if self.start_time is None:
-            adc = _mono_time(time_info, "inputBufferAdcTime", time.monotonic())
-            self.start_time = adc
+        now = time.monotonic()
+        self._last_block = now
+        if self.hold:
+            return
+        if self._stream_t0 is None:
+            self._stream_t0 = _mono_time(time_info, "inputBufferAdcTime", now)
+            if self.start_time is None:
+                self.start_time = self._stream_t0
         if status.input_overflow:
             self._overflows += 1
         if self._queue.qsize() >= self._max_blocks:
@@ -340,7 +486,7 @@ class Microphone:
 
     def read(self, timeout: float | None = None) -> AudioChunk | None:
         """The next ``block_ms`` chunk, or None on timeout or after ``close()``."""
-        if self._stream is None and not self._closed:
+        if self._stream is None and not self._closed and self.route is None:
             raise RuntimeError("Microphone.read() before open()")
         deadline = None if timeout is None else time.monotonic() + timeout
         while len(self._pending) < self.block_frames:
@@ -352,6 +498,17 @@ class Microphone:
             if block is None:
                 self._queue.put(None)  # keep later reads returning at once
                 return None
+            if isinstance(block, _Restart):
+                self._pending = np.zeros(0, dtype=np.int16)
+                self._resampler = block.resampler
+                self._resync = True
+                self.restarts += 1
+                continue
+            if self._resync:  # the first block since reopening: skip the time the device was away
+                self._resync = False
+                t0, origin = self._stream_t0, self.start_time
+                if t0 is not None and origin is not None:
+                    self._emitted = max(self._emitted, round((t0 - origin) * self.rate))
             mono = to_mono(block) if block.shape[1] > 1 else block[:, 0]
             self._pending = np.concatenate((self._pending, self._resampler.process(mono)))
         out = self._pending[: self.block_frames]
@@ -364,13 +521,10 @@ class Microphone:
         """Stop the stream; safe to call twice. Blocked readers get None."""
         if self._closed:
             return
-        self._closed = True
-        stream, self._stream = self._stream, None
-        if stream is not None:
-            try:
-                stream.abort()
-            finally:
-                stream.close()
+        with _pa_lock:
+            self._closed = True
+            _open_streams.discard(self)
+            self._close_stream()
         self._queue.put(None)
 
     def __enter__(self) -> Microphone:
@@ -448,35 +602,112 @@ class Speaker:
         self._hist_total = 0
         self._meta = np.zeros((0, 3), dtype=np.float64)  # per block: time, first sample, frames
         self._meta_total = 0
+        self.restarts = 0  # streams reopened so far
+        self._down = False  # suspended: writes are dropped until reopen()
+        self._failure: str | None = None  # why reinitialize() could not reopen it
+        self._opened_at = 0.0
+        self._last_callback: float | None = None  # time.monotonic() of the latest callback
 
     def open(self) -> Speaker:
         """Open and start the output stream (it plays silence until something is written)."""
-        if self._stream is not None:
-            return self
+        if self._stream is None:
+            with _pa_lock:
+                self._open_stream()
+        return self
+
+    def _open_stream(self) -> None:
+        """Resolve the spec again and start a stream on it (``_pa_lock`` held)."""
         sd = _sd()
-        self.route = route = resolve_route(self.spec, "output")
+        route = resolve_route(self.spec, "output")
         index = route.index
         # The sink is read once, when the stream opens: clear()'s abort/start keeps it.
         with soundserver.routed("output", route.server_name):
-            self.device_rate, self.channels, self.device_name = _pick_settings(
-                sd, "output", index, self.rate
-            )
-            self.device = index
-            block = max(1, self.device_rate * self.block_ms // 1000)
-            self._ring = np.zeros(max(block, self.device_rate * self.buffer_ms // 1000), np.int16)
-            self._hist = np.zeros(max(block, int(self.device_rate * self.history_s)), np.int16)
-            self._meta = np.zeros((len(self._hist) // block + 1, 3), dtype=np.float64)
-            self._stream = _start_stream(
-                sd, "output", index, self.device_name, samplerate=self.device_rate,
-                channels=self.channels, blocksize=block, latency=self.latency,
-                callback=self._callback,
-            )
-        return self
+            rate, channels, name = _pick_settings(sd, "output", index, self.rate)
+            block = max(1, rate * self.block_ms // 1000)
+            with self._cond:
+                if rate != self.device_rate or not len(self._ring):
+                    self._ring = np.zeros(max(block, rate * self.buffer_ms // 1000), np.int16)
+                    self._hist = np.zeros(max(block, int(rate * self.history_s)), np.int16)
+                    self._meta = np.zeros((len(self._hist) // block + 1, 3), dtype=np.float64)
+                    self._rpos = self._avail = self._hist_total = self._meta_total = 0
+                self.device_rate, self.channels, self.device_name = rate, channels, name
+                self.device = index
+            self._failure, self._error, self._last_callback = None, None, None
+            self._opened_at = time.monotonic()
+            with self._stream_lock:
+                self._stream = _start_stream(
+                    sd, "output", index, name, samplerate=rate, channels=channels,
+                    blocksize=block, latency=self.latency, callback=self._callback,
+                )
+        if self.route is not None:
+            self.restarts += 1
+        self.route = route
+        self._down = False
+        _open_streams.add(self)
+
+    def _close_stream(self) -> None:
+        with self._stream_lock:
+            stream, self._stream = self._stream, None
+            if stream is not None:
+                _shut(stream)
+        self._idle = True
+        self._audio_end = 0.0
+
+    def suspend(self) -> None:
+        """Stop playing (the device is gone, or the server moved the stream to another sink):
+        what is queued is dropped, and so is what is written until ``reopen()``."""
+        with _pa_lock:
+            self._down = True
+            with self._cond:
+                self._avail = 0
+                self._gen += 1
+                self._cond.notify_all()
+            self._close_stream()
+
+    def reopen(self, reinit: bool = False) -> None:
+        """Open the configured device again, by the same name or index (``reinit``: restart
+        PortAudio first, so a device that appeared since is found); queued audio is dropped.
+        Raises ``AudioDeviceError`` while it cannot be opened."""
+        with _pa_lock:
+            if self._closed:
+                return
+            self.suspend()
+            if reinit:
+                reinitialize()
+            self._open_stream()
+
+    def problem(self, stall_s: float = 1.0, first_s: float = 5.0) -> str | None:
+        """Why the stream is not playing (a few words), or None while it is: it stopped or
+        failed, or no callback came for ``stall_s`` (counted from ``first_s`` after opening)."""
+        if self._closed:
+            return None
+        if self._failure is not None:
+            return self._failure
+        if self._error is not None:
+            return str(self._error)
+        with self._stream_lock:  # clear() aborts and restarts it: not a failure
+            stream = self._stream
+            if stream is None:
+                return "the output stream is closed"
+            if not stream.active:
+                return "the output stream stopped"
+        now, last = time.monotonic(), self._last_callback
+        if now - self._opened_at < first_s:
+            return None  # a device may take a while to start (PulseAudio's null sinks: 2 s)
+        if last is None:
+            return f"it pulled no audio within {now - self._opened_at:.1f} s of opening it"
+        return f"it pulled no audio for {now - last:.1f} s" if now - last > stall_s else None
+
+    @property
+    def delivering(self) -> bool:
+        """The device asked for audio since the stream was (re)opened."""
+        return self._stream is not None and self._last_callback is not None
 
     # -- audio thread -------------------------------------------------------------------------
 
     def _callback(self, outdata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
-        dac = _mono_time(time_info, "outputBufferDacTime", time.monotonic())
+        now = self._last_callback = time.monotonic()
+        dac = _mono_time(time_info, "outputBufferDacTime", now)
         out = outdata[:, 0]
         with self._cond:
             n = min(frames, self._avail)
@@ -531,13 +762,18 @@ class Speaker:
     def write(self, chunk: AudioChunk, timeout: float | None = None) -> bool:
         """Queue a chunk, blocking while the buffer is full.
 
-        Returns False when ``clear()`` or ``close()`` dropped it; raises TimeoutError when no space
-        freed up within ``timeout`` (the device stopped pulling audio).
+        Returns False when ``clear()``, ``close()`` or ``suspend()`` dropped it (also while
+        suspended); raises TimeoutError when no space freed up within ``timeout`` (the device
+        stopped pulling audio).
         """
+        if self._down:
+            return False
         if self._error is not None:
             raise self._error
         if self._stream is None:
-            raise RuntimeError("Speaker.write() on a speaker that is not open")
+            if self.route is None:
+                raise RuntimeError("Speaker.write() on a speaker that is not open")
+            return False  # closed for a moment while PortAudio restarts
         gen = self._gen
         samples = self._convert(chunk, gen)
         return self._enqueue(samples, gen, timeout)
@@ -547,7 +783,7 @@ class Speaker:
         pos, size = 0, len(self._ring)
         with self._cond:
             while pos < len(samples):
-                if self._gen != gen or self._closed:
+                if self._gen != gen or self._closed or self._down:
                     return False
                 space = size - self._avail
                 if space == 0:
@@ -677,13 +913,9 @@ class Speaker:
             self._avail = 0
             self._gen += 1
             self._cond.notify_all()
-        with self._stream_lock:
-            stream, self._stream = self._stream, None
-            if stream is not None:
-                try:
-                    stream.abort()
-                finally:
-                    stream.close()
+        with _pa_lock:
+            _open_streams.discard(self)
+            self._close_stream()
 
     def __enter__(self) -> Speaker:
         return self.open()

@@ -203,3 +203,126 @@ def routed(kind: Kind, name: Optional[str]) -> Iterator[None]:
                     os.environ.pop(var, None)
                 else:
                     os.environ[var] = before
+
+
+# -- where our own streams are, and the server's events (devices that come and go) -------------
+# When a source or sink goes away, the server moves its streams elsewhere (often to a sink's
+# monitor: the agent would hear itself) instead of ending them, so PortAudio sees nothing wrong.
+# ``edgevoice.audio.watch`` asks here which device a stream of this process is on and whether the
+# one it should be on still exists, and follows ``pactl subscribe`` to ask again when it changes.
+
+STREAMS = {"input": "source-outputs", "output": "sink-inputs"}
+_STREAM_HEAD = re.compile(r"^(?:Source Output|Sink Input) #(\d+)")
+_STREAM_DEVICE = re.compile(r"^\s+(?:Source|Sink): (\d+)\s*$")
+_STREAM_PID = re.compile(r'^\s+application\.process\.id = "(\d+)"')
+_EVENT = re.compile(r"^Event '(\w+)' on ([\w-]+) #(\d+)")
+
+
+def parse_short_names(text: str) -> dict[int, str]:
+    """``pactl list short sources|sinks``: index -> name."""
+    names = {}
+    for line in text.splitlines():
+        cols = line.split("\t")
+        if len(cols) >= 2 and cols[0].strip().isdigit():
+            names[int(cols[0])] = cols[1]
+    return names
+
+
+def parse_streams(text: str) -> list[tuple[int, int, Optional[int]]]:
+    """``pactl list source-outputs|sink-inputs``: (stream index, device index, client pid)."""
+    found: list[list[Optional[int]]] = []
+    for line in text.splitlines():
+        if (head := _STREAM_HEAD.match(line)) is not None:
+            found.append([int(head.group(1)), None, None])
+        elif found and (dev := _STREAM_DEVICE.match(line)) is not None:
+            found[-1][1] = int(dev.group(1))
+        elif found and (pid := _STREAM_PID.match(line)) is not None:
+            found[-1][2] = int(pid.group(1))
+    return [(s[0], s[1], s[2]) for s in found if s[0] is not None and s[1] is not None]
+
+
+def device_names(kind: Kind) -> Optional[set[str]]:
+    """The names of the server's sources (input) or sinks (output); None when no server answers."""
+    text = _pactl("list", "short", ROLE[kind] + "s")
+    return None if text is None else set(parse_short_names(text).values())
+
+
+def stream_place(kind: Kind, pid: int) -> Optional[tuple[int, str]]:
+    """(stream index, source or sink name) of process ``pid``'s newest recording (input) or
+    playback (output) stream on the server; None when it has none there (a stream that does not
+    go through the server) or no server answers."""
+    streams = _pactl("list", STREAMS[kind])
+    names = _pactl("list", "short", ROLE[kind] + "s")
+    if streams is None or names is None:
+        return None
+    ours = [(index, device) for index, device, owner in parse_streams(streams) if owner == pid]
+    if not ours:
+        return None
+    index, device = max(ours)
+    name = parse_short_names(names).get(device)
+    return None if name is None else (index, name)
+
+
+def is_monitor_name(name: str) -> bool:
+    """A source that records what a sink plays (PulseAudio and PipeWire name them so)."""
+    return name.endswith(".monitor")
+
+
+def parse_event(line: str) -> Optional[tuple[str, str, int]]:
+    """One ``pactl subscribe`` line as (what happened, facility, index), e.g.
+    ``('remove', 'source', 3)``; None for anything else."""
+    found = _EVENT.match(line.strip())
+    return None if found is None else (found.group(1), found.group(2), int(found.group(3)))
+
+
+class Subscription:
+    """``pactl subscribe`` on its own thread: ``on_event(what, facility, index)`` for each event
+    the server reports. Restarted (every ``retry_s``) when pactl exits, e.g. after the server
+    restarted; ``close()`` ends it. Idle costs nothing: pactl blocks until something changes."""
+
+    def __init__(self, on_event, retry_s: float = 2.0) -> None:
+        self.on_event = on_event
+        self.retry_s = retry_s
+        self._proc: Optional[subprocess.Popen[str]] = None
+        self._closed = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="edgevoice-pactl", daemon=True)
+
+    def start(self) -> Subscription:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        env = dict(os.environ, LC_ALL="C")
+        while not self._closed.is_set():
+            try:
+                with self._lock:
+                    if self._closed.is_set():
+                        return
+                    self._proc = subprocess.Popen(
+                        ["pactl", "subscribe"], env=env, stdin=subprocess.DEVNULL,
+                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                assert self._proc.stdout is not None
+                for line in self._proc.stdout:
+                    event = parse_event(line)
+                    if event is not None:
+                        self.on_event(*event)
+                self._proc.wait()
+            except OSError:
+                pass
+            self.on_event("lost", "server", -1)  # pactl ended: the server may have gone
+            self._closed.wait(self.retry_s)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed.set()
+            proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(2)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(2)

@@ -108,6 +108,7 @@ def _print_status(s: dict) -> None:
                                         else ""),
         f"activation:  {act['mode']}" + ("" if act["mode"] == "always" else
                                          f" ({'open' if act['active'] else 'closed'})"),
+        *(f"devices:     {why}" for why in (s.get("lost_devices") or {}).values()),
         f"llm policy:  {s['policy']}",
         "targets:     " + (", ".join(f"{t['name']} ({t['model']}, {t['device']})"
                                      for t in s["targets"]) or "none (built-in intents only)"),

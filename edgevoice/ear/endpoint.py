@@ -4,7 +4,8 @@
   decisions into utterances (onset, hangover, pre-roll, maximum length). Times come from the
   frames' own ``start_ms``, never from a clock, so a replayed file gives what the microphone would.
 - ``UtteranceSegmenter`` glues the gate (``edgevoice.ear.gate``) and the endpointer together and
-  re-chunks arbitrary chunk sizes into VAD frames.
+  re-chunks arbitrary chunk sizes into VAD frames. It tells the detector whether an utterance is
+  open: the neural VAD judges only frames that may start one.
 """
 
 from __future__ import annotations
@@ -207,7 +208,8 @@ class UtteranceSegmenter:
             start = self._anchor_ms + self.format.ms_for_bytes(self._consumed)
             self._consumed += fb
             frame = AudioChunk(data, self.format, start)
-            events.extend(self._endpointer.process(frame, self._detector.is_speech(data)))
+            speech = self._detector.is_speech(data, may_start=not self._endpointer.in_speech)
+            events.extend(self._endpointer.process(frame, speech))
         del self._pending[: n_frames * fb]
         return iter(events)
 

@@ -1,18 +1,30 @@
-"""Per-frame speech decisions: webrtcvad AND a noise gate (the ear's second stage).
+"""Per-frame speech decisions: webrtcvad AND a noise gate AND Silero (the ear's second stage).
 
 - ``NoiseGate``: a cheap numpy check that rejects frames too quiet or too noise-like to be speech.
   webrtcvad alone calls stationary noise speech (white, pink, a fan), and the ASR then hears words.
-- ``SpeechDetector``: webrtcvad AND the gate, one decision per frame.
+- ``NeuralOpinion``: a neural VAD's (Silero's, ``edgevoice.ear.silero``) say on the frames the
+  cheap stages call speech. Music, tones and clicks have the harmonics and onsets that fool both
+  cheap stages; Silero was trained to tell them from speech. It costs ~0.2 ms per 32 ms chunk, so
+  it only runs while the cheap stages hear speech, on 512-sample chunks cut from the VAD frames.
+- ``SpeechDetector``: webrtcvad AND the gate, AND (when enabled) Silero while no utterance is open,
+  one decision per frame: Silero decides whether speech *starts*, the cheap stages how long it
+  goes on. Silero misses quiet speech (on the shared chan3 clip, 6 s of speech at -40..-55 dBFS
+  after loud speech: p < 0.15), so letting it end utterances would cut people off mid-sentence.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+from collections import deque
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
 from edgevoice.config import VadConfig
+
+log = logging.getLogger(__name__)
 
 WEBRTC_RATES = (8000, 16000, 32000, 48000)
 _FULL_SCALE_POWER = 32768.0**2
@@ -89,8 +101,164 @@ class NoiseGate:
         return self._flatness(x) <= self.max_flatness
 
 
+class ChunkScorer(Protocol):
+    """A neural VAD on fixed chunks: ``probability`` of consecutive chunks, ``reset`` between
+    streams (``edgevoice.ear.silero.SileroVad``; tests pass fakes)."""
+
+    def probability(self, chunk: np.ndarray) -> float: ...
+
+    def reset(self) -> None: ...
+
+
+NEURAL_CHUNK = 512
+"""Samples per neural VAD call (Silero: 32 ms at 16 kHz)."""
+NEURAL_PRIME_MS = 192
+"""Audio from before the frame that wakes the neural VAD, replayed into it from a fresh state, so
+its recurrent state has context (e.g. the noise floor) when it judges the onset."""
+NEURAL_RUN = 2
+"""Chunks in a row at or above the threshold before a frame's verdict is speech. One chunk is not
+to be trusted: Silero's probability on the same music moves by +-0.25 with the chunk phase
+(``edgevoice.ear.silero.SileroVad``), and a one-chunk rule let a synthesized band start two
+utterances. With the endpointer's 3-frame onset, 2 means ~4 chunks (130 ms) of agreement. Chosen
+on speech alone: the longest run that keeps every utterance start >= 100 ms before the labelled
+start of speech (the pre-roll still covers a soft first syllable): 1 -> 156 ms, 2 -> 126 ms,
+3 -> 96 ms; each chunk adds ~30 ms to the onset (SpeechStart ~175 ms after the speech starts)."""
+NEURAL_HOLD_MS = 600
+"""Once awake, the neural VAD keeps hearing every chunk until the cheap stages have heard no
+speech for this long (like the endpointer's hangover): its state stays continuous through
+unvoiced sounds and short gaps, and a wake costs its priming only once per burst of sound."""
+
+
+class NeuralOpinion:
+    """A neural VAD's verdict on each VAD frame, awake only where the cheap stages hear speech.
+
+    Pure apart from the scorer: frames of any length in (int16), one bool out per frame, no clock.
+    Frames and the scorer's chunks do not line up (30 ms = 480 samples, Silero's chunk is 512), so
+    audio is buffered: while awake every sample goes to the scorer exactly once, in order, and a
+    frame's verdict is whether the last ``run`` chunks scored by its end all reached ``threshold``
+    (the last one ends at most 32 ms before the frame does). The last ``prime_ms`` are kept;
+    the first frame the cheap stages call speech wakes it: the scorer is reset and fed those kept
+    chunks, ending exactly at that frame's end, so even that frame gets a verdict on the audio up
+    to it. It falls asleep after ``hold_ms`` without cheap speech, and its state is dropped.
+
+    No hysteresis: the verdict only decides onsets, and on the tuning noise a hysteresis (release
+    0.15 below the threshold) let one short peak of 0.52 on an organ chord become an utterance,
+    with no gain in speech coverage.
+    """
+
+    def __init__(self, scorer: ChunkScorer, threshold: float, *, chunk: int = NEURAL_CHUNK,
+                 rate: int = 16000, prime_ms: float = NEURAL_PRIME_MS,
+                 hold_ms: float = NEURAL_HOLD_MS, run: int = NEURAL_RUN) -> None:
+        self.scorer = scorer
+        self.threshold = threshold
+        self.run = run
+        self.chunk = chunk
+        self._prime = max(1, int(prime_ms * rate / 1000) // chunk) * chunk
+        self._hold_samples = int(hold_ms * rate / 1000)
+        self._recent: deque[np.ndarray] = deque()
+        self.chunks_scored = 0
+        """How many chunks the scorer has been given (its cost)."""
+        self.reset()
+
+    @property
+    def awake(self) -> bool:
+        return self._awake
+
+    def reset(self) -> None:
+        """A new stream: asleep, nothing kept."""
+        self._recent.clear()
+        self._recent_len = 0
+        self._pending = np.zeros(0, np.int16)
+        self._awake = False
+        self._quiet = 0  # samples since the cheap stages last heard speech
+        self._above = 0  # consecutive chunks at or above the threshold
+        self.last_probability: float | None = None
+        """The latest chunk's probability while awake (None asleep)."""
+
+    def observe(self, samples: np.ndarray, cheap_says_speech: bool) -> bool:
+        """The neural verdict on this frame (False while asleep and for non-speech frames)."""
+        self._keep(samples)
+        if self._awake:
+            self._pending = np.concatenate([self._pending, samples])
+            self._score_pending()
+            self._quiet = 0 if cheap_says_speech else self._quiet + len(samples)
+            if self._quiet >= self._hold_samples:
+                self._sleep()
+        elif cheap_says_speech:
+            self._wake()
+        return cheap_says_speech and self._above >= self.run
+
+    def skip(self, samples: np.ndarray) -> None:
+        """A frame whose verdict nobody needs (an utterance is open): asleep, it is only kept
+        for the next wake's priming."""
+        if self._awake:
+            self._sleep()
+        self._keep(samples)
+
+    def _keep(self, samples: np.ndarray) -> None:
+        self._recent.append(samples)
+        self._recent_len += len(samples)
+        while self._recent_len - len(self._recent[0]) >= self._prime:
+            self._recent_len -= len(self._recent.popleft())
+
+    def _wake(self) -> None:
+        kept = np.concatenate(self._recent)
+        usable = len(kept) // self.chunk * self.chunk
+        self.scorer.reset()
+        self._awake = True
+        self._quiet = 0
+        self._above = 0
+        self._pending = kept[len(kept) - usable:]
+        self._score_pending()
+
+    def _sleep(self) -> None:
+        self._awake = False
+        self._pending = np.zeros(0, np.int16)
+        self._above = 0
+        self.last_probability = None
+
+    def _score_pending(self) -> None:
+        c, n = self.chunk, len(self._pending) // self.chunk
+        for i in range(n):
+            p = self.scorer.probability(self._pending[i * c:(i + 1) * c])
+            self.last_probability = p
+            self._above = self._above + 1 if p >= self.threshold else 0
+            self.chunks_scored += 1
+        if n:
+            self._pending = self._pending[n * c:]
+
+
+_NEURAL_FALLBACK_LOGGED = False
+
+
+def neural_opinion(cfg: VadConfig, rate: int) -> NeuralOpinion | None:
+    """The neural stage ``cfg.neural`` asks for: ``off`` -> None; ``on`` -> Silero or an error
+    naming what is missing; ``auto`` -> Silero when it can run, else None and one log line (per
+    process)."""
+    global _NEURAL_FALLBACK_LOGGED
+    if cfg.neural == "off":
+        return None
+    from edgevoice.ear.silero import SileroUnavailable, SileroVad, cached_weights
+
+    try:
+        if rate != 16000:
+            raise SileroUnavailable(f"the neural VAD needs 16000 Hz audio, not {rate} Hz")
+        scorer = SileroVad(cached_weights())
+    except SileroUnavailable as exc:
+        if cfg.neural == "on":
+            raise
+        if not _NEURAL_FALLBACK_LOGGED:
+            _NEURAL_FALLBACK_LOGGED = True
+            log.warning("vad.neural auto: %s; speech is webrtcvad + noise gate only", exc)
+        return None
+    return NeuralOpinion(scorer, cfg.neural_threshold, rate=rate)
+
+
 class SpeechDetector:
-    """Per-frame decision: webrtcvad says speech AND the noise gate lets the frame through."""
+    """Per-frame decision: webrtcvad says speech AND the noise gate lets the frame through AND,
+    for a frame that may start an utterance, the neural VAD agrees (``vad.neural``). Each stage
+    runs only where the ones before it said speech (webrtcvad sees every frame; its noise model
+    adapts)."""
 
     def __init__(self, cfg: VadConfig, rate: int = 16000) -> None:
         import webrtcvad  # the only webrtcvad import; the pure parts of this module need none
@@ -107,9 +275,14 @@ class SpeechDetector:
         self._warmup_frames = _ceil_frames(WARMUP_MS, cfg.frame_ms)
         self._seen = 0
         self.gate = NoiseGate(cfg.gate_min_dbfs, cfg.gate_max_flatness, self.frame_samples, rate)
+        self.neural = neural_opinion(cfg, rate)
+        """The neural stage, or None (``vad.neural: off``, or ``auto`` without Silero)."""
 
-    def is_speech(self, frame: bytes) -> bool:
-        """``frame`` is exactly ``cfg.frame_ms`` of int16 little-endian mono bytes."""
+    def is_speech(self, frame: bytes, may_start: bool = True) -> bool:
+        """``frame`` is exactly ``cfg.frame_ms`` of int16 little-endian mono bytes.
+
+        ``may_start``: no utterance is open, so this frame may be part of an onset; only then is
+        the neural VAD asked (inside an utterance the cheap stages decide alone)."""
         if len(frame) != 2 * self.frame_samples:
             raise ValueError(
                 f"expected a {self.cfg.frame_ms} ms frame ({2 * self.frame_samples} bytes), "
@@ -118,12 +291,23 @@ class SpeechDetector:
         # webrtcvad sees every frame (it adapts its noise model); the gate's FFT runs only when
         # webrtcvad says speech, which keeps silence nearly free.
         vad_says = self._vad.is_speech(frame, self.rate)
+        samples = np.frombuffer(frame, dtype="<i2")
         if self._seen < self._warmup_frames:
             self._seen += 1
+            if self.neural is not None:
+                self.neural.observe(samples, False)  # kept for its priming, never scored
             return False
-        return vad_says and self.gate.passes(np.frombuffer(frame, dtype="<i2"))
+        cheap = vad_says and self.gate.passes(samples)
+        if self.neural is None:
+            return cheap
+        if not may_start:
+            self.neural.skip(samples)
+            return cheap
+        return self.neural.observe(samples, cheap)
 
     def reset(self) -> None:
         """Forget webrtcvad's adapted state (a new stream); the warm-up starts again."""
         self._vad = self._vad_factory(self.cfg.mode)
         self._seen = 0
+        if self.neural is not None:
+            self.neural.reset()

@@ -92,6 +92,9 @@ class StreamingTranscriber:
                         self._last_partial = text
                         yield Partial(text, self._start_ms or 0.0)
             elif isinstance(event, SpeechPause):
+                paused = getattr(self.recognizer, "speech_paused", None)
+                if paused is not None:  # a recognizer holding audio back decodes it now
+                    paused()
                 text = self.recognizer.partial()
                 if text.strip():
                     yield Pause(text, self._start_ms or 0.0, event.at_ms)
