@@ -6,6 +6,7 @@ import json
 import os
 import queue
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -48,6 +49,15 @@ class EventStream:
         for line in self.proc.stdout:
             self.events.put(json.loads(line))
         self.events.put(None)
+
+    def stop(self) -> tuple[int, str]:
+        """SIGTERM (a clean stop), SIGKILL if that takes over 15 s; exit code and stderr."""
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(15)
+        finally:
+            self.proc.kill()
+        return self.proc.returncode, self.proc.stderr.read()
 
     def wait_for(self, pred, timeout: float = 30.0) -> dict:
         deadline = time.monotonic() + timeout

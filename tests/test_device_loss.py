@@ -12,7 +12,6 @@ after the device is loaded again under the same name.
 from __future__ import annotations
 
 import json
-import signal
 import socket
 import subprocess
 import sys
@@ -91,13 +90,6 @@ class Agent(EventStream):
             self.seen.append(event)
             assert not pred(event), f"unexpected event {event}; so far: {self.seen}"
 
-    def stop(self) -> tuple[int, str]:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(15)
-        finally:
-            self.proc.kill()
-        return self.proc.returncode, self.proc.stderr.read()
 
 
 class Events(EventStream):

@@ -4,7 +4,6 @@ barge-in — speech injected during playback stops the output."""
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 import time
@@ -28,13 +27,6 @@ class Agent(EventStream):
             env=pulse.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self._start_pump()
 
-    def stop(self) -> tuple[int, str]:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(15)
-        finally:
-            self.proc.kill()
-        return self.proc.returncode, self.proc.stderr.read()
 
 
 def _voiced(samples: np.ndarray, rate: int, hop_s: float = 0.02) -> np.ndarray:

@@ -328,6 +328,20 @@ class _Restart:
         self.resampler = resampler
 
 
+
+def _stalled(opened_at: float, last: float | None, first_s: float, stall_s: float,
+             what: str) -> str | None:
+    """Why a stream that should be flowing is not (``what``: "no audio"), or None while fine.
+
+    A device may take a while to start (PulseAudio's null sinks: 2 s), hence ``first_s``.
+    """
+    now = time.monotonic()
+    if now - opened_at < first_s:
+        return None
+    if last is None:
+        return f"{what} within {now - opened_at:.1f} s of opening it"
+    return f"{what} for {now - last:.1f} s" if now - last > stall_s else None
+
 class Microphone:
     """Mono 16-bit capture at ``rate`` in ``block_ms`` chunks, whatever the device's own rate.
 
@@ -445,12 +459,7 @@ class Microphone:
             return "the input stream is closed"
         if self._ended or not stream.active:
             return "the input stream stopped"
-        now, last = time.monotonic(), self._last_block
-        if now - self._opened_at < first_s:
-            return None  # a device may take a while to start (PulseAudio's null sinks: 2 s)
-        if last is None:
-            return f"no audio within {now - self._opened_at:.1f} s of opening it"
-        return f"no audio for {now - last:.1f} s" if now - last > stall_s else None
+        return _stalled(self._opened_at, self._last_block, first_s, stall_s, "no audio")
 
     @property
     def delivering(self) -> bool:
@@ -691,12 +700,8 @@ class Speaker:
                 return "the output stream is closed"
             if not stream.active:
                 return "the output stream stopped"
-        now, last = time.monotonic(), self._last_callback
-        if now - self._opened_at < first_s:
-            return None  # a device may take a while to start (PulseAudio's null sinks: 2 s)
-        if last is None:
-            return f"it pulled no audio within {now - self._opened_at:.1f} s of opening it"
-        return f"it pulled no audio for {now - last:.1f} s" if now - last > stall_s else None
+        return _stalled(self._opened_at, self._last_callback, first_s, stall_s,
+                        "it pulled no audio")
 
     @property
     def delivering(self) -> bool:
