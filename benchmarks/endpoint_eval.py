@@ -45,7 +45,7 @@ from edgevoice.ear.endpoint import (  # noqa: E402
     UtteranceSegmenter,
 )
 from edgevoice.ear.gate import SpeechDetector  # noqa: E402
-from edgevoice.evaluation import speech_dir  # noqa: E402
+from edgevoice.evaluation import speech_dir, vad_config_with  # noqa: E402
 
 BLOCK_MS = 30
 STEP_S = 0.010
@@ -342,13 +342,10 @@ def main() -> int:
     if folder is None:
         print("speech clips not found: set EDGEVOICE_SPEECH_DIR", file=sys.stderr)
         return 2
-    cfg = VadConfig()
-    types = {f.name: type(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        if key not in types:
-            ap.error(f"unknown VadConfig field {key!r}; one of {', '.join(types)}")
-        cfg = dataclasses.replace(cfg, **{key: types[key](value)})
+    try:
+        cfg = vad_config_with(args.set)
+    except ValueError as exc:
+        ap.error(str(exc))
     res = run(cfg, folder)
     if args.json:
         print(json.dumps(res, indent=2))

@@ -37,7 +37,7 @@ from edgevoice.devtools import noise  # noqa: E402
 from edgevoice.devtools.speech_labels import labelled_clips, spoken_clips  # noqa: E402
 from edgevoice.ear.endpoint import SpeechStart, UtteranceSegmenter  # noqa: E402
 from edgevoice.ear.gate import SpeechDetector  # noqa: E402
-from edgevoice.evaluation import speech_dir  # noqa: E402
+from edgevoice.evaluation import speech_dir, vad_config_with  # noqa: E402
 
 SETS = {
     "tuning": noise.tuning_set,
@@ -177,13 +177,10 @@ def main() -> int:
                     help="scale every noise clip's length (1.0: 6 min tuning, 12 min held out)")
     ap.add_argument("--no-speech", action="store_true", help="skip the labelled-clip figures")
     args = ap.parse_args()
-    cfg = VadConfig()
-    types = {f.name: type(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        if key not in types:
-            ap.error(f"unknown VadConfig field {key!r}; one of {', '.join(types)}")
-        cfg = dataclasses.replace(cfg, **{key: types[key](value)})
+    try:
+        cfg = vad_config_with(args.set)
+    except ValueError as exc:
+        ap.error(str(exc))
     folder = speech_dir()
     res = {"config": dataclasses.asdict(cfg), "sets": {}}
     for name in args.sets.split(","):

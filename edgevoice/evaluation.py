@@ -76,3 +76,22 @@ def asr_clips(folder: Path) -> list[Clip]:
     """Clips with a spoken-form reference transcript (the ITN clip's reference is written form)."""
     return [c for c in read_manifest(folder)
             if c.category.startswith("asr") and "itn" not in c.category and c.reference]
+
+
+def vad_config_with(overrides: list[str]):
+    """A VadConfig with the benchmarks' ``--set key=value`` overrides applied.
+
+    Raises ValueError naming the unknown field (the caller turns it into a usage error).
+    """
+    import dataclasses
+
+    from edgevoice.config import VadConfig
+
+    cfg = VadConfig()
+    types = {f.name: type(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    for item in overrides:
+        key, _, value = item.partition("=")
+        if key not in types:
+            raise ValueError(f"unknown VadConfig field {key!r}; one of {', '.join(types)}")
+        cfg = dataclasses.replace(cfg, **{key: types[key](value)})
+    return cfg
