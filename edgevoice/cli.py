@@ -403,6 +403,7 @@ def cmd_run(args) -> int:
             source=source, transcriber=transcriber, brain=Brain(router, cfg.llm),
             synthesizer=synth, output=output, agent=cfg.agent, emit=emit,
             stop_at_input_end=bool(args.input), devices=_device_watch(source, output),
+            first_clause_max_words=cfg.tts.first_clause_max_words,
         )
 
         async def main_loop() -> None:

@@ -83,6 +83,26 @@ class VadConfig:
 
 
 @dataclass(frozen=True)
+class TurnConfig:
+    """End of turn: at each pause a learned detector (Smart Turn v3.2) says if you are done."""
+
+    detector: Literal["auto", "on", "off"] = opt(
+        "auto", "learned end-of-turn detector: auto = when the model (`edgevoice models pull "
+        "smart-turn-v3.2`) and onnxruntime are there (else one log line, and turns end after "
+        "`vad.hangover_ms` of silence as without it), on = required, off = silence alone")
+    model: str = opt("smart-turn-v3.2", "Smart Turn ONNX model: a catalog name or a path")
+    threshold: float = opt(0.5, "probability of a complete turn needed to end it at a pause",
+                           min=0.01, max=0.99)
+    fallback_ms: int = opt(
+        1500, "silence that ends the turn anyway while the detector keeps saying incomplete",
+        unit="ms", min=200, max=10000)
+    max_audio_s: float = opt(8.0, "the most audio (the end of the utterance) the detector hears",
+                             unit="s", min=1.0, max=8.0)
+    threads: int = opt(1, "onnxruntime threads per call (1 is fastest on 2 busy cores)",
+                       min=1, max=16)
+
+
+@dataclass(frozen=True)
 class AsrConfig:
     """Speech recognition."""
 
@@ -180,6 +200,10 @@ class TtsConfig:
     voice: Optional[str] = opt(None, "voice id or (part of) its name; null = engine default")
     rate_wpm: int = opt(175, "speaking rate", unit="words/min", min=50, max=500)
     volume: float = opt(1.0, "volume", min=0.0, max=1.0)
+    first_clause_max_words: int = opt(
+        6, "the first clause is spoken after at most this many words when no punctuation comes "
+        "sooner (some models write no commas); 0 = wait for punctuation or 80 characters",
+        min=0, max=100)
 
 
 @dataclass(frozen=True)
@@ -197,6 +221,15 @@ class AgentConfig:
         "(`ignored`, reason `stale`): never an answer to something said long ago. Counted "
         "like `asr_final`, so it includes `vad.hangover_ms`: keep it well above that",
         unit="s", min=1.0, max=60.0)
+    answer_at_pause: bool = opt(
+        True, "start the whole answer (model tokens and the first clause's audio) at the first "
+        "pause (`vad.pause_ms`), while the end of the turn is still being decided; it plays the "
+        "moment the turn ends, and is dropped if you go on")
+    reopen_ms: int = opt(
+        1200, "speech that starts this soon after the answer began (a false cut-off: you had "
+        "not finished) stops the answer and joins your new words to the same turn: one reply "
+        "to the whole sentence; later speech is a barge-in. 0 = never", unit="ms", min=0,
+        max=10000)
 
 
 @dataclass(frozen=True)
@@ -237,6 +270,7 @@ class ControlConfig:
 class Config:
     audio: AudioConfig = field(default_factory=AudioConfig)
     vad: VadConfig = field(default_factory=VadConfig)
+    turn: TurnConfig = field(default_factory=TurnConfig)
     asr: AsrConfig = field(default_factory=AsrConfig)
     llm: LlmConfig = field(default_factory=LlmConfig)
     tts: TtsConfig = field(default_factory=TtsConfig)

@@ -172,10 +172,12 @@ def test_file_mode_one_turn_per_utterance_with_reply_audio_after_each(
             continue  # the random model's 8 tokens were all punctuation: nothing to say
         spoken += 1
         lat = turn["latency_ms"]
-        assert list(lat) == ["asr_final", "llm_first_token", "first_clause", "tts_first_audio",
-                             "playback_start", "first_audio"]
+        assert list(lat) == ["asr_final", "end_of_turn", "llm_first_token", "first_clause",
+                             "tts_first_audio", "playback_start", "first_audio"]
         assert 0 < lat["asr_final"] <= lat["llm_first_token"] <= lat["first_clause"] \
             <= lat["tts_first_audio"] <= lat["playback_start"] == lat["first_audio"]
+        # the answer may be ready before the end of the turn is known, never heard before it
+        assert lat["asr_final"] <= lat["end_of_turn"] <= lat["playback_start"]
         # The reply is in OUT.wav after the utterance ended, before the next one began, and
         # the file's timeline agrees with the reported first-audio latency.
         first = int(np.argmax(voiced[int(end / hop):])) * hop + end
@@ -200,7 +202,9 @@ def test_speculation_prefills_the_words_so_far_and_the_turn_evaluates_the_rest(
     def turns(speculate: bool) -> list[dict]:
         flag = str(speculate).lower()
         cfg = tmp_path / f"{flag}.yaml"
-        cfg.write_text(f"llm:\n  max_tokens: 4\n  temperature: 0.0\nagent:\n  speculate: {flag}\n")
+        # the prefill speculator alone (answer_at_pause would start whole answers instead)
+        cfg.write_text(f"llm:\n  max_tokens: 4\n  temperature: 0.0\nagent:\n  speculate: {flag}\n"
+                       "  answer_at_pause: false\n")
         out = run_cli("--config", str(cfg), "run", "--input", str(inp), "--output",
                       str(tmp_path / f"o{flag}.wav"), "--llm-model", str(tiny_gguf), "--json")
         assert out.returncode == 0, out.stderr

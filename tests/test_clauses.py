@@ -270,3 +270,19 @@ def test_plain_prose_clauses_respect_the_length_limits(
     clauses = clauses_of(" ".join(prose), ClauseSplitter(1, first_max, max_chars))
     assert clauses[0] and len(clauses[0]) <= max(first_max, 8)
     assert all(len(c) <= max(max_chars, 8) for c in clauses[1:])
+
+
+def test_first_clause_is_cut_after_max_words_when_no_punctuation_comes():
+    text = "the quick brown fox jumps over the lazy dog and runs far away into the woods"
+    splitter = ClauseSplitter(first_max_words=6)
+    got = run(splitter, [w + " " for w in text.split()])
+    first_at, first = got[0]
+    assert first == "the quick brown fox jumps over"
+    assert first_at == 5  # released with the sixth word (delta 5), not at 80 characters
+    assert " ".join(c for _, c in got) == text
+    # punctuation before the limit still wins; later clauses are not limited by it
+    assert clauses_of("Sure, the quick brown fox jumps over the lazy dog.",
+                      ClauseSplitter(first_max_words=6))[0] == "Sure, the quick brown fox jumps"
+    assert clauses_of("Yes. the quick brown fox jumps over the lazy dog and runs.",
+                      ClauseSplitter(first_max_words=2)) == [
+        "Yes.", "the quick brown fox jumps over the lazy dog and runs."]

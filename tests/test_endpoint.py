@@ -25,6 +25,7 @@ from edgevoice.ear.endpoint import (
     SpeechAudio,
     SpeechEnd,
     SpeechPause,
+    SpeechResume,
     SpeechStart,
     UtteranceSegmenter,
 )
@@ -75,6 +76,8 @@ def utterances(events) -> list[dict]:
             utts[-1]["frames"] += ids(ev.chunk)
         elif isinstance(ev, SpeechPause):
             utts[-1].setdefault("pauses", []).append(ev)
+        elif isinstance(ev, SpeechResume):
+            utts[-1].setdefault("resumes", []).append(ev)
         else:
             utts[-1]["end"] = ev
     return utts
@@ -127,6 +130,21 @@ def test_a_pause_comes_once_per_silence_run_before_the_hangover():
     end_at = [i for i, ev in events if isinstance(ev, SpeechEnd)]
     assert end_at == [22] and pauses[-1][0] < end_at[0]
     assert not [ev for _, ev in drive(cfg(pause_ms=300), flags) if isinstance(ev, SpeechPause)]
+    # speech after each pause but the last says the pause was not the end, before its audio
+    resumes = [(i, k, ev) for k, (i, ev) in enumerate(events) if isinstance(ev, SpeechResume)]
+    assert [(i, ev) for i, _, ev in resumes] == [(8, SpeechResume(frame(8).start_ms))]
+    _, k, _ = resumes[0]
+    assert isinstance(events[k + 1][1], SpeechAudio) and ids(events[k + 1][1].chunk) == [8]
+
+
+def test_end_turn_closes_the_utterance_at_its_last_speech_and_a_new_onset_follows():
+    ep = Endpointer(cfg(pause_ms=90), FRAME_MS)
+    events = [ev for i, f in enumerate("SSSSS...") for ev in ep.process(frame(i), f == "S")]
+    assert isinstance(events[-1], SpeechPause)
+    assert ep.end_turn("turn_complete") == [SpeechEnd(frame(4).end_ms, "turn_complete")]
+    assert not ep.in_speech and ep.end_turn("again") == []
+    later = [ev for i, f in enumerate("SSSS", start=8) for ev in ep.process(frame(i), f == "S")]
+    assert isinstance(later[0], SpeechStart) and later[0].start_ms == frame(8).start_ms
 
 
 def test_end_ms_is_the_end_of_the_last_speech_frame_even_when_flags_flicker():
@@ -198,9 +216,17 @@ def test_endpointer_invariants(flags, onset, hangover, preroll, max_s, pause):
     pause_n = max(1, -(-pause // FRAME_MS)) if pause else 0
     text = "".join("S" if f else "." for f in flags)
     events = drive(c, text, flush=True)
-    kinds = "".join({SpeechStart: "s", SpeechAudio: "a", SpeechPause: "p", SpeechEnd: "e"}[
-        type(ev)] for _, ev in events)
-    assert re.fullmatch(r"(sa(a|p)*e)*", kinds), kinds
+    kinds = "".join({SpeechStart: "s", SpeechAudio: "a", SpeechPause: "p", SpeechResume: "r",
+                     SpeechEnd: "e"}[type(ev)] for _, ev in events)
+    assert re.fullmatch(r"(sa(a|p|ra)*e)*", kinds), kinds
+    # a resume comes only after a pause, once, on the first speech frame after it
+    paused = False
+    for k in kinds:
+        assert k != "r" or paused, kinds
+        paused = (paused or k == "p") and k not in "rse"
+    for i, ev in events:
+        if isinstance(ev, SpeechResume):
+            assert flags[i] and ev.at_ms == frame(i).start_ms
     pauses = [i for i, ev in events if isinstance(ev, SpeechPause)]
     if not pause_n or pause_n >= hang_n:
         assert pauses == []

@@ -15,7 +15,7 @@ import textwrap
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from edgevoice.audio.format import AudioChunk
@@ -222,6 +222,7 @@ def test_skip_sleeps_but_keeps_audio_for_the_next_wake():
 @given(sizes=st.lists(st.integers(1, 1200), min_size=1, max_size=60),
        flags=st.lists(st.booleans(), min_size=1, max_size=60),
        prime=st.sampled_from([32, 100, 192]), hold=st.sampled_from([30, 200, 600]))
+@example(sizes=[1, 1025, 1, 510], flags=[True, False, False], prime=32, hold=30)  # CI found it
 def test_buffering_invariants(sizes, flags, prime, hold):
     """Any frame sizes: asleep nothing is scored; each wake resets the scorer and primes it with
     whole chunks ending exactly at the waking frame's end; awake, the scored chunks are the

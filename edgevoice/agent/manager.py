@@ -8,6 +8,14 @@ through ``call_soon_threadsafe``; the loop never blocks on an engine. Flow of a 
 
 Barge-in (speech starting while thinking or speaking) cancels the LLM stream, the queued TTS and
 the output buffer; the history keeps only what had been played.
+
+The answer starts before the decision (``agent.answer_at_pause``): the ear finishes the words at
+each pause (``Pause.final``), and the whole turn runs on them at once -- model tokens, clauses,
+their audio -- held back from the speaker. When the utterance ends with those very words the
+audio plays at once; when the user goes on (``Resume``) the early turn is dropped, and the next
+pause starts it again on the longer text. Speech that starts within ``agent.reopen_ms`` of an
+answer (a false cut-off) stops it and joins the new words to the same turn: one reply to the
+whole sentence, and the history never sees the abandoned start.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from typing import Optional, Protocol
 
 from edgevoice import sdnotify
 from edgevoice.agent.brain import Brain, Decision
+from edgevoice.agent.intents import match_intent
 from edgevoice.agent.outputs import AudioOutput, Scheduled
 from edgevoice.agent.speculation import Speculator
 from edgevoice.agent.turn import Turn
@@ -31,7 +40,14 @@ from edgevoice.config import ActivationConfig, AgentConfig
 from edgevoice.ear.activation import Activation
 from edgevoice.ear.clock import EarClock
 from edgevoice.ear.endpoint import SpeechStart
-from edgevoice.ear.transcriber import Partial, Pause, StreamingTranscriber, Utterance
+from edgevoice.ear.transcriber import (
+    NoWords,
+    Partial,
+    Pause,
+    Resume,
+    StreamingTranscriber,
+    Utterance,
+)
 from edgevoice.errors import CommandError
 from edgevoice.tts.clauses import ClauseSplitter
 from edgevoice.tts.protocol import Synthesizer
@@ -57,6 +73,18 @@ class _ActiveTurn:
     decision: Decision
     task: Optional[asyncio.Task] = None
     played: list[_Played] = field(default_factory=list)
+    # Audio reaches the speaker only once set: an early turn (started at a pause) waits for the
+    # end of the utterance; every other turn is confirmed from the start.
+    confirmed: asyncio.Event = field(default_factory=asyncio.Event)
+    voice: bool = False  # answers speech (not `ctl say` / `ask`): may be reopened
+
+
+@dataclass
+class _Reopened:
+    """A turn stopped by a false cut-off: its words start the next utterance's."""
+
+    text: str
+    at: float
 
 
 class _InputEnded:
@@ -93,6 +121,7 @@ class TurnManager:
         emit: Callable[[dict], None],
         stop_at_input_end: bool = False,
         devices=None,
+        first_clause_max_words: int = 0,
     ) -> None:
         self.source = source
         self.transcriber = transcriber
@@ -118,6 +147,9 @@ class TurnManager:
         self._lost: dict[str, str] = {}  # "input"/"output" -> why, while that device is lost
         self._activity = ""  # the state without the devices' (listening, thinking, ...)
         self._speculator = Speculator(self.brain.prefill, self._llm)
+        self.first_clause_max_words = first_clause_max_words
+        self._early: Optional[_ActiveTurn] = None  # started at a pause, not yet confirmed
+        self._reopened: Optional[_Reopened] = None
         self._control_init()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -141,6 +173,7 @@ class TurnManager:
                 self.devices.close()
             self._ear_stop.set()
             self._speculator.cancel()
+            self._drop_early("shutdown")
             if self._active is not None:
                 self._interrupt("shutdown")
             await asyncio.get_running_loop().run_in_executor(None, ear.join, 2.0)
@@ -251,11 +284,18 @@ class TurnManager:
             self._on_speech_start()
         elif isinstance(event, Partial):
             self.emit({"event": "partial", "text": event.text})
-            self._speculate(event.text)
+            self._speculate(self._joined(event.text))
         elif isinstance(event, Pause):
-            self._speculate(event.text)
+            if event.final and self.cfg.answer_at_pause:
+                self._answer_early(event)
+            else:
+                self._speculate(self._joined(event.text))
+        elif isinstance(event, Resume):
+            self._drop_early("you went on")
         elif isinstance(event, Utterance):
             self._on_utterance(event)
+        elif isinstance(event, NoWords):
+            self._on_no_words()
         elif isinstance(event, _InputEnded):
             self._input_ended = True
             self._maybe_finish_input()
@@ -263,11 +303,15 @@ class TurnManager:
             self._on_control_ear_event(event)
 
     def _on_speech_start(self) -> None:
-        talking = self._active is not None or self.output.idle_at() > time.monotonic()
+        self._drop_early("a new utterance")  # (its utterance ended without words)
+        now = time.monotonic()
+        talking = self._active is not None or self.output.idle_at() > now
         if not talking:
             return
         if self.cfg.barge_in:
-            if self._active is not None:
+            if self._active is not None and self._may_reopen(self._active, now):
+                self._reopen(self._active, now)
+            elif self._active is not None:
                 log.info("barge-in: the user spoke over turn %d", self._active.turn.id)
                 self._interrupt("barge-in")
             else:
@@ -282,34 +326,147 @@ class TurnManager:
                 and self.brain.wants_llm(text)):
             self._speculator.heard(text)
 
+    def _joined(self, text: str) -> str:
+        """The words of this utterance with those of a reopened turn in front."""
+        reopened = self._reopened
+        if reopened is None or not text:
+            return text
+        if match_intent(text) is not None:
+            return text  # "stop", "mute", ...: a command of its own, not the sentence's end
+        return f"{reopened.text} {text}"
+
+    def _answer_early(self, pause: Pause) -> None:
+        """Start the whole turn on the words final at this pause; it plays if the utterance
+        ends with them (``_on_utterance``), and is dropped if the user goes on."""
+        if self._active is not None or self._deaf or "input" in self._lost:
+            return
+        text = self._joined(pause.text)
+        if not self.brain.wants_llm(text):
+            return  # intents answer at once anyway (and some have side effects: mute)
+        decision = self.brain.decide(text)
+        self._drop_early("newer words")
+        self._speculator.cancel()  # the early turn evaluates the prompt itself
+        now = time.monotonic()
+        turn = Turn(text)
+        turn.metrics.speech_end = self.clock.at(pause.speech_end_ms) or now
+        turn.metrics.mark("asr_final", now)
+        turn.metrics.target, turn.metrics.route_reason = decision.target, decision.reason
+        active = _ActiveTurn(turn, decision, voice=True)
+        self._early = active
+        active.task = asyncio.get_running_loop().create_task(self._run_turn(active))
+        active.task.add_done_callback(lambda task: self._turn_done(active, task))
+        log.debug("turn %d started at a pause on %r", turn.id, text)
+
+    def _drop_early(self, why: str) -> None:
+        early, self._early = self._early, None
+        if early is None:
+            return
+        early.turn.cancel.set()
+        if early.task is not None:
+            early.task.cancel()
+        log.debug("dropped the answer started at a pause (%s): %r", why, early.turn.transcript)
+
     def _on_utterance(self, utt: Utterance) -> None:
         now = time.monotonic()
         speech_end = self.clock.at(utt.end_ms) or now  # when it was said, on the clock
         if self._deaf:
             self._deaf = False
+            self._drop_early("heard while speaking")
             log.info("ignored, began while speaking (barge_in off): %r", utt.text)
             return
         if now - speech_end > self.cfg.stale_s:
+            self._drop_early("stale")
             self._ignore_stale(utt, now - speech_end)
             return
+        text = self._joined(utt.text)
+        self._reopened = None
+        early, self._early = self._early, None
+        if early is not None and early.turn.transcript == text and self._active is None:
+            self._confirm(early, utt, now)
+            return
+        if early is not None:
+            self._early = early
+            self._drop_early("the final words differ")
+        self._start_turn(text, utt.start_ms, utt.end_ms, speech_end, now)
+
+    def _confirm(self, active: _ActiveTurn, utt: Utterance, now: float) -> None:
+        """The early turn answers what was said: it becomes the turn, its audio plays now."""
+        turn = active.turn
+        turn.metrics.speech_end = self.clock.at(utt.end_ms) or turn.metrics.speech_end
+        turn.metrics.mark("end_of_turn", now)
+        ahead = round((now - turn.metrics.asr_final) * 1000, 1)
+        turn.metrics.speculation = {"answer_at_pause": True, "ahead_ms": ahead}
+        self._speculator.cancel()
+        self._emit_transcript(turn, utt.start_ms, utt.end_ms)
+        self._active = active
+        self.turns.append(turn)
+        active.confirmed.set()
+        self._set_state("thinking")
+
+    def _start_turn(self, text: str, start_ms: float, end_ms: float, speech_end: float,
+                    now: float) -> None:
         if self._active is not None:
             self._interrupt("new utterance")
-        turn = Turn(utt.text)
+        turn = Turn(text)
         turn.metrics.speech_end = speech_end
         turn.metrics.mark("asr_final", now)
-        turn.metrics.speculation = self._speculator.take(utt.text, now)
-        decision = self.brain.decide(utt.text)
+        turn.metrics.mark("end_of_turn", now)
+        turn.metrics.speculation = self._speculator.take(text, now)
+        decision = self.brain.decide(text)
         turn.metrics.target, turn.metrics.route_reason = decision.target, decision.reason
-        self.emit({"event": "transcript", "id": turn.id, "text": utt.text,
-                   "start": round(utt.start_ms / 1000, 3), "end": round(utt.end_ms / 1000, 3)})
+        self._emit_transcript(turn, start_ms, end_ms)
         if decision.kind == "ignore":
             self.emit({"event": "ignored", "id": turn.id, "reason": decision.reason})
             return
-        active = _ActiveTurn(turn, decision)
+        active = _ActiveTurn(turn, decision, voice=True)
+        active.confirmed.set()
         self._active = active
         self.turns.append(turn)
         active.task = asyncio.get_running_loop().create_task(self._run_turn(active))
         active.task.add_done_callback(lambda task: self._turn_done(active, task))
+
+    def _emit_transcript(self, turn: Turn, start_ms: float, end_ms: float) -> None:
+        self.emit({"event": "transcript", "id": turn.id, "text": turn.transcript,
+                   "start": round(start_ms / 1000, 3), "end": round(end_ms / 1000, 3)})
+
+    # -- false cut-offs ----------------------------------------------------------------------
+
+    def _may_reopen(self, active: _ActiveTurn, now: float) -> bool:
+        """Speech this soon after the answer began means the user had not finished."""
+        if not (active.voice and self.cfg.reopen_ms > 0 and active.turn.transcript):
+            return False
+        m = active.turn.metrics
+        began = m.playback_start if m.playback_start is not None and m.playback_start < now \
+            else m.end_of_turn
+        return began is not None and now - began <= self.cfg.reopen_ms / 1000
+
+    def _reopen(self, active: _ActiveTurn, now: float) -> None:
+        """Stop the answer; the next utterance's words join this turn's (one reply to the
+        whole sentence). The abandoned answer never reaches the history."""
+        turn = active.turn
+        turn.cancel.set()
+        stopped = self.output.clear()
+        if active.task is not None:
+            active.task.cancel()
+        turn.interrupted = True
+        turn.reopened = True
+        turn.spoken = spoken_text(active.played, stopped)
+        log.info("turn %d reopened: you went on %.0f ms into the answer", turn.id,
+                 (now - (turn.metrics.end_of_turn or now)) * 1000)
+        self._reopened = _Reopened(turn.transcript, now)
+        self._active = None
+        self.emit(turn.to_event())
+        self._set_state("listening")
+
+    def _on_no_words(self) -> None:
+        """The utterance that reopened a turn had no words (a cough, a door): answer the
+        reopened words after all."""
+        reopened, self._reopened = self._reopened, None
+        if reopened is None or self._active is not None:
+            return
+        now = time.monotonic()
+        log.info("the speech after the answer had no words: answering %r", reopened.text)
+        self._start_turn(reopened.text, 0.0, 0.0, reopened.at, now)
 
     def _ignore_stale(self, utt: Utterance, late_s: float) -> None:
         """Heard too late to answer: reported, never answered (nor does it stop a reply)."""
@@ -329,7 +486,8 @@ class TurnManager:
         turn, decision = active.turn, active.decision
         loop = asyncio.get_running_loop()
         clauses: asyncio.Queue[Optional[str]] = asyncio.Queue()
-        self._set_state("thinking")
+        if active.confirmed.is_set():
+            self._set_state("thinking")
         speaker = loop.create_task(self._speak(active, clauses))
         try:
             await self._produce_clauses(turn, decision, clauses)
@@ -349,6 +507,9 @@ class TurnManager:
             return
         exc = task.exception()
         log.error("turn %d failed: %s", active.turn.id, exc, exc_info=exc)
+        if self._early is active:  # nothing was played: the turn may still start afresh
+            self._early = None
+            return
         self.emit({"event": "error", "message": f"turn failed: {exc}"})
         active.turn.cancel.set()
         self.output.clear()
@@ -359,7 +520,7 @@ class TurnManager:
     async def _produce_clauses(self, turn: Turn, decision: Decision,
                                clauses: asyncio.Queue) -> None:
         try:
-            splitter = ClauseSplitter()
+            splitter = ClauseSplitter(first_max_words=self.first_clause_max_words)
             async for delta in self._reply_deltas(turn, decision):
                 turn.reply += delta
                 for clause in splitter.push(delta):
@@ -408,6 +569,9 @@ class TurnManager:
             if turn.cancel.is_set():
                 return
             turn.metrics.mark("tts_first_audio")
+            await active.confirmed.wait()  # an early turn: until the utterance ends
+            if turn.cancel.is_set():
+                return
             slot = self.output.play(audio)
             turn.metrics.mark("playback_start", slot.start)
             active.played.append(_Played(clause, slot))
@@ -558,6 +722,7 @@ class TurnManager:
     def _text_turn(self, text: str, decision: Optional[Decision]) -> asyncio.Future:
         loop = asyncio.get_running_loop()
         now = time.monotonic()
+        self._drop_early("a request from the control API")
         if self._active is not None:
             self._interrupt("new request")
         elif self.output.idle_at() > now:
@@ -566,6 +731,7 @@ class TurnManager:
         turn = Turn(text)
         turn.metrics.speech_end = now  # latency counts from the command
         turn.metrics.mark("asr_final", now)
+        turn.metrics.mark("end_of_turn", now)
         turn.metrics.target, turn.metrics.route_reason = decision.target, decision.reason
         waiter = loop.create_future()
         self._waiters[turn.id] = waiter
@@ -575,6 +741,7 @@ class TurnManager:
             self.emit({"event": "ignored", "id": turn.id, "reason": decision.reason})
             return waiter
         active = _ActiveTurn(turn, decision)
+        active.confirmed.set()
         self._active = active
         self.turns.append(turn)
         active.task = loop.create_task(self._run_turn(active))

@@ -9,7 +9,10 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 # Stage timestamps, in the order a reply flows. All are time.monotonic() seconds.
-STAGES = ("asr_final", "llm_first_token", "first_clause", "tts_first_audio", "playback_start")
+# With the answer started at a pause, the stages after asr_final may come before end_of_turn (the
+# moment the utterance was known to be over).
+STAGES = ("asr_final", "end_of_turn", "llm_first_token", "first_clause", "tts_first_audio",
+          "playback_start")
 
 _ids = itertools.count(1)
 
@@ -21,6 +24,7 @@ class TurnMetrics:
 
     speech_end: Optional[float] = None
     asr_final: Optional[float] = None
+    end_of_turn: Optional[float] = None
     llm_first_token: Optional[float] = None
     first_clause: Optional[float] = None
     tts_first_audio: Optional[float] = None
@@ -66,6 +70,7 @@ class Turn:
     reply: str = ""
     spoken: str = ""
     interrupted: bool = False
+    reopened: bool = False  # stopped by a false cut-off: the next words join this turn
 
     def to_event(self) -> dict:
         """The JSON-line record printed by `run --json` and `ask --json`."""
@@ -82,6 +87,8 @@ class Turn:
         if self.interrupted:
             event["interrupted"] = True
             event["spoken"] = self.spoken
+        if self.reopened:
+            event["reopened"] = True
         tokens = {k: getattr(m, k) for k in ("prompt_tokens", "evaluated_tokens",
                                              "completion_tokens") if getattr(m, k) is not None}
         if tokens:

@@ -51,7 +51,16 @@ class SpeechPause:
     at_ms: float
 
 
-SegmentEvent = SpeechStart | SpeechAudio | SpeechPause | SpeechEnd
+@dataclass(frozen=True)
+class SpeechResume:
+    """Speech came back after a ``SpeechPause``, inside the same utterance: the words said at
+    the pause were not the end. Comes before the audio of the frame that resumed (``at_ms`` is
+    its start)."""
+
+    at_ms: float
+
+
+SegmentEvent = SpeechStart | SpeechAudio | SpeechPause | SpeechResume | SpeechEnd
 
 
 class Endpointer:
@@ -63,7 +72,9 @@ class Endpointer:
     - hangover: ``hangover_ms`` of consecutive non-speech ends it; those frames are still sent,
       since the recogniser needs the trailing silence to finish its last word;
     - pause: after ``pause_ms`` of that silence (if shorter than the hangover) a ``SpeechPause``
-      comes first, once per silence run, so work can start before the end is certain;
+      comes first, once per silence run, so work can start before the end is certain; when
+      speech comes back before the hangover, a ``SpeechResume`` says that work was premature;
+    - ending early: ``end_turn`` closes the utterance now (a turn detector decided it is done);
     - maximum length: after ``max_utterance_s`` (pre-roll included) it is cut, and a new utterance
       may start after a fresh onset.
     Every sample belongs to at most one utterance: the pre-roll never reaches back into audio
@@ -96,7 +107,13 @@ class Endpointer:
         self._in_speech = False
         self._frames = 0
         self._silence = 0
+        self._paused = False  # a SpeechPause was sent for the current silence run
         self._last_speech_end = 0.0
+
+    def end_turn(self, reason: str) -> list[SegmentEvent]:
+        """Close the open utterance now, at the end of its last speech frame (nothing if none
+        is open)."""
+        return self._end(reason) if self._in_speech else []
 
     def process(self, frame: AudioChunk, is_speech: bool) -> list[SegmentEvent]:
         """Advance by one frame of exactly ``frame_ms``."""
@@ -131,20 +148,26 @@ class Endpointer:
         self._run = 0
         self._in_speech = True
         self._silence = 0
+        self._paused = False
         self._last_speech_end = frame.end_ms
         if self._frames >= self._max:
             events.extend(self._end("max_length"))
         return events
 
     def _continue(self, frame: AudioChunk, is_speech: bool) -> list[SegmentEvent]:
-        events: list[SegmentEvent] = [SpeechAudio(frame)]
+        events: list[SegmentEvent] = []
+        if is_speech and self._paused:
+            events.append(SpeechResume(frame.start_ms))
+        events.append(SpeechAudio(frame))
         self._frames += 1
         if is_speech:
             self._silence = 0
+            self._paused = False
             self._last_speech_end = frame.end_ms
         else:
             self._silence += 1
             if self._silence == self._pause:
+                self._paused = True
                 events.append(SpeechPause(self._last_speech_end, frame.end_ms))
         if self._silence >= self._hangover:
             events.extend(self._end("silence"))
@@ -212,6 +235,11 @@ class UtteranceSegmenter:
             events.extend(self._endpointer.process(frame, speech))
         del self._pending[: n_frames * fb]
         return iter(events)
+
+    def end_turn(self, reason: str) -> Iterator[SegmentEvent]:
+        """Close the open utterance now (the turn detector says the user is done); the audio
+        that follows starts afresh, with a new onset."""
+        return iter(self._endpointer.end_turn(reason))
 
     def flush(self) -> Iterator[SegmentEvent]:
         """End of stream: close an open utterance (a trailing partial frame is dropped) and get

@@ -203,7 +203,8 @@ class NeuralOpinion:
 
     def _wake(self) -> None:
         kept = np.concatenate(self._recent)
-        usable = len(kept) // self.chunk * self.chunk
+        # whole chunks, at most the prime: the oldest kept frame may reach further back
+        usable = min(len(kept) // self.chunk * self.chunk, self._prime)
         self.scorer.reset()
         self._awake = True
         self._quiet = 0

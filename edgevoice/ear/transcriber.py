@@ -2,24 +2,38 @@
 
 Synchronous and clock-free: feed it chunks (from a file or a microphone queue) and it returns
 events. The caller decides which thread runs it; the recognizer must stay on that thread.
+
+Finals at pauses: at each pause inside an utterance (``vad.pause_ms`` of silence) the recognizer
+finishes the words so far, so the ``Pause`` carries the very text the ``Utterance`` will have if
+the user says no more (the answer can start on it, and the final costs nothing at the endpoint).
+When the user goes on (``Resume``) the recognizer continues the same utterance in a new segment
+(``resume_utterance``, where it has one, keeps its acoustic state) and the final joins the
+segments. A lattice decoder's final differs from its partials, so this is what makes work started
+at a pause match the final transcript.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Union
 
-from edgevoice.asr.protocol import Recognizer, Transcript
+from edgevoice.asr.protocol import Recognizer, Transcript, Word
 from edgevoice.audio.format import AudioChunk
 from edgevoice.config import VadConfig
 from edgevoice.ear.endpoint import (
     SpeechAudio,
     SpeechEnd,
     SpeechPause,
+    SpeechResume,
     SpeechStart,
     UtteranceSegmenter,
 )
+
+# Silence kept from before the speaker resumes, fed to the recognizer ahead of the new words
+# (its first frames need some context, like the endpointer's pre-roll).
+RESUME_LEAD_MS = 150
 
 
 @dataclass(frozen=True)
@@ -32,9 +46,21 @@ class Partial:
 
 @dataclass(frozen=True)
 class Pause:
-    """The user went quiet (``vad.pause_ms``) after saying ``text``; they may still go on."""
+    """The user went quiet (``vad.pause_ms``) after saying ``text``; they may still go on.
+    ``final``: ``text`` is exactly the ``Utterance``'s if they do not (finals at pauses)."""
 
     text: str
+    start_ms: float
+    at_ms: float
+    final: bool = False
+    speech_end_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class Resume:
+    """The user went on after a ``Pause`` of the utterance that started at ``start_ms``: what
+    was started on the pause's text is premature."""
+
     start_ms: float
     at_ms: float
 
@@ -53,19 +79,53 @@ class Utterance:
         return self.transcript.text
 
 
-TranscriberEvent = Union[SpeechStart, Partial, Pause, Utterance]
+@dataclass(frozen=True)
+class NoWords:
+    """An utterance ended without a word (a cough, a door): nothing to answer."""
+
+    start_ms: float
+    end_ms: float
+
+
+TranscriberEvent = Union[SpeechStart, Partial, Pause, Resume, Utterance, NoWords]
+
+
+def join_segments(segments: list[tuple[float, Transcript]], start_ms: float) -> Transcript:
+    """One final from the segments of an utterance: ``(audio start ms, transcript)`` each, word
+    times moved onto the utterance's own (seconds from ``start_ms``)."""
+    words: list[Word] = []
+    for seg_start, transcript in segments:
+        shift = (seg_start - start_ms) / 1000.0
+        words += [replace(w, start=round(w.start + shift, 3), end=round(w.end + shift, 3))
+                  for w in transcript.words]
+    text = " ".join(t.text.strip() for _, t in segments if t.text.strip())
+    return Transcript(text, is_final=True, words=tuple(words))
 
 
 class StreamingTranscriber:
-    """Runs the segmenter and recognizer together; utterances with no words are dropped."""
+    """Runs the segmenter and recognizer together; utterances with no words are dropped.
 
-    def __init__(self, vad: VadConfig, recognizer: Recognizer, partial_interval_ms: int = 250):
+    ``finals_at_pauses`` (default on): see the module docstring; off, a pause only asks for a
+    partial and the recognizer finishes once, at the end.
+    """
+
+    def __init__(self, vad: VadConfig, recognizer: Recognizer, partial_interval_ms: int = 250,
+                 *, finals_at_pauses: bool = True):
         self.recognizer = recognizer
         self.segmenter = UtteranceSegmenter(vad)
         self.partial_interval_ms = partial_interval_ms
+        self.finals_at_pauses = finals_at_pauses
         self._start_ms: float | None = None
         self._last_partial = ""
         self._last_partial_at = float("-inf")
+        self._segments: list[tuple[float, Transcript]] = []  # finished at pauses
+        self._segment_start: float | None = None  # audio start of the segment being decoded
+        self._held: deque[AudioChunk] = deque()  # silence after a pause's final, not yet fed
+        self._finished = False  # the recognizer finished at a pause; no speech since
+
+    def _said_so_far(self, partial: str = "") -> str:
+        return " ".join(t for t in [*(s.text.strip() for _, s in self._segments), partial.strip()]
+                        if t)
 
     def feed(self, chunk: AudioChunk) -> Iterator[TranscriberEvent]:
         return self.handle(self.segmenter.feed(chunk))
@@ -81,29 +141,88 @@ class StreamingTranscriber:
                 self._start_ms = event.start_ms
                 self._last_partial = ""
                 self._last_partial_at = float("-inf")
+                self._segments, self._segment_start = [], None
+                self._held.clear()
+                self._finished = False
                 yield event
             elif isinstance(event, SpeechAudio):
+                if self._finished:  # silence after a pause's final: kept for a resume
+                    self._hold(event.chunk)
+                    continue
+                if self._segment_start is None:
+                    self._segment_start = event.chunk.start_ms
                 self.recognizer.accept(event.chunk)
                 now = event.chunk.end_ms
                 if now - self._last_partial_at >= self.partial_interval_ms:
                     self._last_partial_at = now
-                    text = self.recognizer.partial()
+                    text = self._said_so_far(self.recognizer.partial())
                     if text and text != self._last_partial:
                         self._last_partial = text
                         yield Partial(text, self._start_ms or 0.0)
             elif isinstance(event, SpeechPause):
-                paused = getattr(self.recognizer, "speech_paused", None)
-                if paused is not None:  # a recognizer holding audio back decodes it now
-                    paused()
-                text = self.recognizer.partial()
-                if text.strip():
-                    yield Pause(text, self._start_ms or 0.0, event.at_ms)
+                yield from self._pause(event)
+            elif isinstance(event, SpeechResume):
+                if self._finished:
+                    yield from self._resume(event)
             elif isinstance(event, SpeechEnd):
-                transcript = self.recognizer.finish()
                 start = self._start_ms if self._start_ms is not None else event.end_ms
+                transcript = self._final(start)
                 self._start_ms = None
                 if transcript.text.strip():
                     yield Utterance(start, event.end_ms, transcript, event.reason)
+                else:
+                    yield NoWords(start, event.end_ms)
+
+    def _pause(self, event: SpeechPause) -> Iterator[TranscriberEvent]:
+        start = self._start_ms or 0.0
+        if not self.finals_at_pauses:
+            paused = getattr(self.recognizer, "speech_paused", None)
+            if paused is not None:  # a recognizer holding audio back decodes it now
+                paused()
+            text = self._said_so_far(self.recognizer.partial())
+            if text:
+                yield Pause(text, start, event.at_ms, False, event.speech_end_ms)
+            return
+        if self._segment_start is not None:
+            self._segments.append((self._segment_start, self.recognizer.finish()))
+            self._segment_start = None
+        self._finished = True
+        text = self._said_so_far()
+        if text:
+            yield Pause(text, start, event.at_ms, True, event.speech_end_ms)
+
+    def _resume(self, event: SpeechResume) -> Iterator[TranscriberEvent]:
+        self._finished = False
+        resume = getattr(self.recognizer, "resume_utterance", None)
+        if resume is not None:
+            resume()
+        held, self._held = list(self._held), deque()
+        for chunk in held:
+            if self._segment_start is None:
+                self._segment_start = chunk.start_ms
+            self.recognizer.accept(chunk)
+        yield Resume(self._start_ms or 0.0, event.at_ms)
+
+    def _hold(self, chunk: AudioChunk) -> None:
+        self._held.append(chunk)
+        while self._held and chunk.end_ms - self._held[0].end_ms >= RESUME_LEAD_MS:
+            self._held.popleft()
+
+    def _final(self, start: float) -> Transcript:
+        """The utterance's final: its segments, the last one finished now unless a pause did."""
+        if self._segment_start is not None or not self._segments:
+            seg_start = self._segment_start if self._segment_start is not None else start
+            self._segments.append((seg_start, self.recognizer.finish()))
+        segments, self._segments, self._segment_start = self._segments, [], None
+        self._held.clear()
+        self._finished = False
+        if len(segments) == 1:
+            return segments[0][1]
+        return join_segments(segments, start)
+
+    def end_turn(self, reason: str) -> Iterator[TranscriberEvent]:
+        """End the open utterance now (a turn detector, or the agent, decided it is complete)."""
+        return self.handle(self.segmenter.end_turn(reason))
 
 
 def transcribe_chunks(

@@ -158,25 +158,32 @@ _SPACE_AFTER_TEXT = re.compile(r"(?<=\S)\s")
 class ClauseSplitter:
     """Incremental clause splitter for streamed text.
 
-    ``push`` returns the clauses that became ready; ``flush`` returns the rest when the stream
-    ends. The first clause is released at the first clause boundary (``, ; : —`` or an ellipsis)
-    once it holds ``min_first_words`` words, or at the first sentence end, whichever comes first;
-    later clauses at sentence ends and newlines. When no sentence end comes, the text is cut at the
-    last clause boundary (else the last space) within ``first_max_chars`` / ``max_chars``, so a
-    run-on sentence never stalls speech. Abbreviations ("Dr.", "e.g.", "U.S."), decimals ("3.14"),
-    times ("10:30") and numbered-list markers are not boundaries; nothing is cut inside a code
-    fence or a table row. Clauses come out cleaned (``clean_for_speech``); a piece with nothing to
-    say (punctuation, emoji) is joined to the following text rather than emitted.
+    ``push`` returns the clauses that became ready; ``flush`` returns the rest when the stream ends.
+    The first clause is released at the first clause boundary (``, ; : —`` or an ellipsis) once it
+    holds ``min_first_words`` words, or at the first sentence end, whichever comes first; later
+    clauses at sentence ends and newlines. When no sentence end comes, the text is cut at the last
+    clause boundary (else the last space) within ``first_max_chars`` / ``max_chars``, so a run-on
+    sentence never stalls speech; and the first clause is cut at the word boundary after
+    ``first_max_words`` words (0 = no limit) when no punctuation came sooner (models that write no
+    commas would otherwise hold the first audio back for 80 characters). Abbreviations ("Dr.",
+    "e.g.", "U.S."), decimals ("3.14"), times ("10:30") and numbered-list markers are not
+    boundaries; nothing is cut inside a code fence or a table row. Clauses come out cleaned
+    (``clean_for_speech``); a piece with nothing to say (punctuation, emoji) is joined to the
+    following text rather than emitted.
     """
 
     def __init__(
-        self, min_first_words: int = 3, first_max_chars: int = 80, max_chars: int = 160
+        self, min_first_words: int = 3, first_max_chars: int = 80, max_chars: int = 160,
+        first_max_words: int = 0,
     ) -> None:
         if min_first_words < 1 or first_max_chars < 1 or max_chars < 1:
             raise ValueError("min_first_words, first_max_chars and max_chars must be positive")
+        if first_max_words < 0:
+            raise ValueError("first_max_words must be 0 (no limit) or positive")
         self.min_first_words = min_first_words
         self.first_max_chars = first_max_chars
         self.max_chars = max_chars
+        self.first_max_words = first_max_words
         self.reset()
 
     def reset(self) -> None:
@@ -235,11 +242,24 @@ class ClauseSplitter:
                 return cut
             if cut <= limit:
                 fallback = cut
+        if self._first and self.first_max_words:
+            cut = self._word_cut(self.first_max_words, fences, end)
+            if cut is not None:
+                return cut
         if len(buf) <= limit:
             return None
         if fallback is not None:
             return fallback
         return self._space_cut(limit, fences, end)
+
+    def _word_cut(self, words: int, fences: list[int], end: int) -> int | None:
+        """The first safe cut before whitespace after at least ``words`` spoken words."""
+        for m in _SPACE_AFTER_TEXT.finditer(self._buf, 0, end):
+            cut = m.start()
+            if self._safe(cut, fences, newline=False) and _word_count(
+                    _clean(self._buf[:cut], self._line_start)) >= words:
+                return cut
+        return None
 
     def _space_cut(self, limit: int, fences: list[int], end: int) -> int | None:
         """Last safe cut before whitespace within ``limit`` (else the first one after it)."""

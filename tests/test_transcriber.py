@@ -1,0 +1,160 @@
+"""Finals at pauses: the text a pause reports is the utterance's final when the user stops there,
+and a user who goes on gets one utterance whose segments join, on real speech and pocketsphinx."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgevoice.asr.protocol import Transcript, Word
+from edgevoice.audio.format import AudioChunk
+from edgevoice.audio.wavfile import iter_chunks, read_audio
+from edgevoice.config import VadConfig
+from edgevoice.ear.endpoint import SpeechAudio, SpeechEnd, SpeechPause, SpeechResume, SpeechStart
+from edgevoice.ear.transcriber import (
+    Pause,
+    Resume,
+    StreamingTranscriber,
+    Utterance,
+    join_segments,
+)
+
+RATE = 16000
+
+
+class ScriptedRecognizer:
+    """Returns one scripted word per finished segment and records what it was given."""
+
+    name, sample_rate = "scripted", RATE
+
+    def __init__(self, words: list[str]) -> None:
+        self.words = list(words)
+        self.calls: list[str] = []
+        self.audio_ms = 0.0
+
+    def accept(self, chunk: AudioChunk) -> None:
+        self.calls.append("accept")
+        self.audio_ms += chunk.duration_ms
+
+    def partial(self) -> str:
+        return self.words[0] if self.audio_ms else ""
+
+    def finish(self) -> Transcript:
+        self.calls.append("finish")
+        word = self.words.pop(0)
+        self.audio_ms = 0.0
+        return Transcript(word, True, (Word(word, 0.1, 0.4),))
+
+    def resume_utterance(self) -> None:
+        self.calls.append("resume")
+
+    def reset(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def chunk(start_ms: float, ms: float = 30) -> AudioChunk:
+    return AudioChunk(np.zeros(int(RATE * ms / 1000), np.int16).tobytes(),
+                      AudioChunk.from_samples(np.zeros(1, np.int16), RATE).format, start_ms)
+
+
+def test_a_pause_finishes_the_words_and_a_resume_continues_the_same_utterance():
+    rec = ScriptedRecognizer(["hello", "world"])
+    tr = StreamingTranscriber(VadConfig(), rec, partial_interval_ms=0)
+    events = list(tr.handle([SpeechStart(0.0), *(SpeechAudio(chunk(t)) for t in range(0, 600, 30)),
+                             SpeechPause(390.0, 600.0)]))
+    pause = next(e for e in events if isinstance(e, Pause))
+    assert pause.final and pause.text == "hello" and pause.speech_end_ms == 390.0
+    # silence after the final is held, not decoded; the resume feeds its last ~150 ms first
+    assert list(tr.handle([SpeechAudio(chunk(t)) for t in range(600, 900, 30)])) == []
+    assert rec.calls.count("accept") == 20
+    events = list(tr.handle([SpeechResume(900.0), *(SpeechAudio(chunk(t))
+                                                     for t in range(900, 1500, 30))]))
+    assert isinstance(events[0], Resume) and events[0].at_ms == 900.0
+    assert rec.calls[21] == "resume" and rec.calls.index("resume") > rec.calls.index("finish")
+    partials = [e.text for e in events if not isinstance(e, Resume)]
+    assert partials and all(p.startswith("hello ") for p in partials)
+    (utt,) = [e for e in tr.handle([SpeechEnd(1400.0, "silence")]) if isinstance(e, Utterance)]
+    assert utt.text == "hello world" and utt.start_ms == 0.0
+    # word times are on the utterance's timeline: the second segment began with the held audio
+    held_from = 900 - 150 - 30 + 30  # held chunks cover the last >= 150 ms before the resume
+    assert [w.text for w in utt.transcript.words] == ["hello", "world"]
+    assert utt.transcript.words[0].start == pytest.approx(0.1)
+    assert 0.1 + held_from / 1000 - 0.031 <= utt.transcript.words[1].start <= 0.1 + 0.75 + 1e-9
+
+
+def test_without_finals_at_pauses_the_recognizer_finishes_once():
+    rec = ScriptedRecognizer(["hello world"])
+    tr = StreamingTranscriber(VadConfig(), rec, partial_interval_ms=0, finals_at_pauses=False)
+    events = list(tr.handle([SpeechStart(0.0), *(SpeechAudio(chunk(t)) for t in range(0, 600, 30)),
+                             SpeechPause(390.0, 600.0), SpeechResume(630.0),
+                             SpeechAudio(chunk(630)), SpeechEnd(660.0, "silence")]))
+    assert rec.calls.count("finish") == 1 and "resume" not in rec.calls
+    assert [e.final for e in events if isinstance(e, Pause)] == [False]
+    assert [e.text for e in events if isinstance(e, Utterance)] == ["hello world"]
+
+
+def test_join_segments_moves_word_times():
+    a = Transcript("go", True, (Word("go", 0.1, 0.3),))
+    b = Transcript("home now", True, (Word("home", 0.0, 0.2), Word("now", 0.3, 0.5)))
+    joined = join_segments([(1000.0, a), (2500.0, b)], 1000.0)
+    assert joined.text == "go home now"
+    assert [(w.start, w.end) for w in joined.words] == [(0.1, 0.3), (1.5, 1.7), (1.8, 2.0)]
+
+
+# --------------------------------------------------------------------------- real speech
+
+
+def clip(folder: Path, name: str) -> np.ndarray:
+    return read_audio(folder / name, RATE).samples()
+
+
+def run(audio: np.ndarray, **kw):
+    from edgevoice.asr.pocketsphinx_backend import PocketsphinxRecognizer
+
+    tr = StreamingTranscriber(VadConfig(**kw), PocketsphinxRecognizer(), 250)
+    events = []
+    chunks = iter_chunks(AudioChunk.from_samples(audio.astype(np.int16), RATE), 30)
+    for c in chunks:
+        events += tr.feed(c)
+    return events + list(tr.flush())
+
+
+SILENCE = np.zeros(RATE, np.int16)
+
+
+def trimmed(x: np.ndarray) -> np.ndarray:
+    """The clip without its leading and trailing quiet (10 ms frames under -20 dB of its peak)."""
+    frames = x[: len(x) // 160 * 160].reshape(-1, 160).astype(np.float64)
+    rms = np.sqrt((frames ** 2).mean(axis=1))
+    loud = np.flatnonzero(rms > rms.max() * 10 ** (-20 / 20))
+    return x[loud[0] * 160:(loud[-1] + 1) * 160]
+
+
+def test_real_speech_the_last_pause_text_is_the_final(speech_folder):
+    audio = np.concatenate([clip(speech_folder, "pocketsphinx__librivox_sense_and_sensibility_"
+                                                "0880.wav"), SILENCE])
+    events = run(audio)
+    (utt,) = [e for e in events if isinstance(e, Utterance)]
+    pauses = [e for e in events if isinstance(e, Pause)]
+    assert pauses and pauses[-1].final and pauses[-1].text == utt.text
+    assert "young man" in utt.text
+
+
+def test_real_speech_going_on_after_a_pause_is_one_utterance(speech_folder):
+    first = trimmed(clip(speech_folder, "pocketsphinx__goforward.wav"))
+    second = trimmed(clip(speech_folder, "pocketsphinx__librivox_sense_and_sensibility_0880.wav"))
+    gap = np.zeros(int(0.35 * RATE), np.int16)  # longer than vad.pause_ms, shorter than hangover
+    events = run(np.concatenate([first, gap, second, SILENCE]))
+    utts = [e for e in events if isinstance(e, Utterance)]
+    assert len(utts) == 1, [u.text for u in utts]
+    resumes = [e for e in events if isinstance(e, Resume)]
+    assert resumes
+    said_at_resume = [e for e in events if isinstance(e, Pause)
+                      and e.at_ms < resumes[-1].at_ms][-1].text
+    assert utts[0].text.startswith(said_at_resume) and "forward" in said_at_resume
+    assert "young man" in utts[0].text
+    times = [w.start for w in utts[0].transcript.words]
+    assert times == sorted(times) and times[-1] > len(first) / RATE + 0.35
