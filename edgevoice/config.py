@@ -91,10 +91,12 @@ class TurnConfig:
         "smart-turn-v3.2`) and onnxruntime are there (else one log line, and turns end after "
         "`vad.hangover_ms` of silence as without it), on = required, off = silence alone")
     model: str = opt("smart-turn-v3.2", "Smart Turn ONNX model: a catalog name or a path")
-    threshold: float = opt(0.5, "probability of a complete turn needed to end it at a pause",
-                           min=0.01, max=0.99)
+    threshold: float = opt(
+        0.9, "probability of a complete turn needed to end it at a pause (chosen on the tuning "
+        "half of benchmarks/turn_eval.py: lower ends more sentences early, mid-sentence too)",
+        min=0.01, max=0.99)
     fallback_ms: int = opt(
-        1500, "silence that ends the turn anyway while the detector keeps saying incomplete",
+        1000, "silence that ends the turn anyway while the detector keeps saying incomplete",
         unit="ms", min=200, max=10000)
     max_audio_s: float = opt(8.0, "the most audio (the end of the utterance) the detector hears",
                              unit="s", min=1.0, max=8.0)
@@ -352,7 +354,10 @@ def _convert(value, tp):
     """Return ``value`` as type ``tp`` or raise ValueError; ints are accepted where floats are."""
     origin = typing.get_origin(tp)
     if origin is typing.Literal:
-        if value in typing.get_args(tp) and type(value) is not bool:
+        choices = typing.get_args(tp)
+        if type(value) is bool and {"on", "off"} <= set(choices):
+            return "on" if value else "off"  # YAML 1.1 reads a bare on/off as true/false
+        if value in choices and type(value) is not bool:
             return value
         raise ValueError
     if origin in (typing.Union, types.UnionType):

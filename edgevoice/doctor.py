@@ -471,6 +471,42 @@ def check_llm_model(cfg: Config, paths: Paths) -> list[Check]:
                             f"architecture {arch}, {info['tensors']} tensors)")]
 
 
+def check_turn_model(cfg: Config, paths: Paths) -> list[Check]:
+    """The learned end-of-turn detector (`turn.detector`): onnxruntime and the Smart Turn model;
+    a problem fails under `on` and warns under `auto` (turns then end after silence alone)."""
+    from edgevoice.ear.turn_detector import DEFAULT_MODEL, resolve_turn_model
+
+    name = "turn-model"
+    if cfg.turn.detector == "off":
+        return [ok(name, "off (`turn.detector`): turns end after `vad.hangover_ms` of silence")]
+    bad = fail if cfg.turn.detector == "on" else warn
+    fallback = "" if cfg.turn.detector == "on" else "; turns end after silence alone"
+    pull = f"`edgevoice models pull {DEFAULT_MODEL}` (8.7 MB), or `turn.detector: off`"
+    ort, error = _import("onnxruntime")
+    if ort is None:
+        return [bad(name, _oneline(f"cannot import onnxruntime ({error}){fallback}"),
+                    "`pip install onnxruntime` into edgevoice's environment (no wheels for "
+                    "32-bit ARM: there, `turn.detector: off`)")]
+    path = resolve_turn_model(cfg.turn.model, paths.models)
+    if not path.is_file():
+        return [bad(name, f"no end-of-turn model at {path}{fallback}", pull)]
+    from edgevoice.modelstore.resolve import catalog_entry_for
+
+    entry = catalog_entry_for(str(path), paths)
+    size = path.stat().st_size
+    if entry is not None and entry.sha256 is not None:
+        import hashlib
+
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()  # 8.7 MB: ~20 ms
+        if digest != entry.sha256:
+            return [bad(name, f"{path} is not the catalog's {entry.name} (sha256 {digest[:12]}… "
+                              f"!= {entry.sha256[:12]}…){fallback}",
+                        f"download it again: `edgevoice models pull {entry.name} --force`")]
+    return [ok(name, f"{path} ({size / 1e6:.1f} MB{', sha256 ok' if entry else ''}; onnxruntime "
+                     f"{_version('onnxruntime')}), threshold {cfg.turn.threshold:g}, fallback "
+                     f"{cfg.turn.fallback_ms} ms")]
+
+
 # ---------------------------------------------------------------------------------------------
 # CPU and llama.cpp
 # ---------------------------------------------------------------------------------------------
@@ -737,6 +773,7 @@ def run_checks(config_path: Optional[str] = None, *, remotes: Sequence[tuple[str
                  + _guard("pocketsphinx", check_pocketsphinx)
                  + _guard("vosk", lambda: check_vosk(cfg, paths))
                  + _guard("llm-model", lambda: check_llm_model(cfg, paths))
+                 + _guard("turn-model", lambda: check_turn_model(cfg, paths))
                  + _guard("cpu", lambda: check_cpu(cfg))
                  + _guard("llama-cpp", lambda: check_llama_cpp(cfg)))
         checks += _guard("audio", lambda: _audio_checks(audio, cfg))

@@ -196,3 +196,10 @@ def test_cli_config_check_warns_about_a_catalog_model_not_downloaded_yet(tmp_pat
         assert main(["config", "check", str(f)]) == 0
         out, err = capsys.readouterr()
         assert out.strip() == f"{f}: OK" and not err
+
+
+def test_a_bare_on_or_off_in_yaml_is_taken_as_the_word(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("turn:\n  detector: on\nvad:\n  neural: off\n")
+    cfg, _ = load_config(path)
+    assert cfg.turn.detector == "on" and cfg.vad.neural == "off"

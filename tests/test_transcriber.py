@@ -158,3 +158,65 @@ def test_real_speech_going_on_after_a_pause_is_one_utterance(speech_folder):
     assert "young man" in utts[0].text
     times = [w.start for w in utts[0].transcript.words]
     assert times == sorted(times) and times[-1] > len(first) / RATE + 0.35
+
+
+# --------------------------------------------------------------------------- the turn detector
+
+
+class ScriptedDetector:
+    """Says ``answers`` in turn; records what it heard."""
+
+    def __init__(self, *answers: float) -> None:
+        self.answers = list(answers)
+        self.heard: list[tuple[int, str]] = []
+
+    def probability(self, audio: np.ndarray, text: str = "") -> float:
+        self.heard.append((len(audio), text))
+        return self.answers.pop(0)
+
+
+def test_a_complete_turn_ends_at_the_pause_and_an_incomplete_one_waits():
+    events_in = [SpeechStart(0.0), *(SpeechAudio(chunk(t)) for t in range(0, 600, 30)),
+                 SpeechPause(390.0, 600.0), *(SpeechAudio(chunk(t)) for t in range(600, 900, 30)),
+                 SpeechEnd(390.0, "silence")]
+    done = ScriptedDetector(0.9)
+    tr = StreamingTranscriber(VadConfig(), ScriptedRecognizer(["hello"]), turn_detector=done,
+                              turn_audio_s=0.3)
+    out = list(tr.handle(events_in))
+    (utt,) = [e for e in out if isinstance(e, Utterance)]
+    assert utt.reason == "turn_complete" and utt.text == "hello" and utt.end_ms == 390.0
+    assert out.index(utt) == next(i for i, e in enumerate(out) if isinstance(e, Pause)) + 1
+    # it heard the utterance's end (<= turn_audio_s) and the words; the leftover events of the
+    # closed utterance (the endpointer's own SpeechEnd) are dropped
+    ((n, said),) = done.heard
+    assert said == "hello" and 0.3 * RATE <= n <= 0.33 * RATE
+    assert tr.decisions[-1][0] == 0.9
+    not_yet = ScriptedDetector(0.2)
+    tr = StreamingTranscriber(VadConfig(), ScriptedRecognizer(["hello"]), turn_detector=not_yet)
+    (utt,) = [e for e in tr.handle(events_in) if isinstance(e, Utterance)]
+    assert utt.reason == "silence"
+
+
+def test_real_speech_and_the_real_smart_turn_end_the_turn_at_the_pause(speech_folder):
+    pytest.importorskip("onnxruntime")
+    from edgevoice.asr.pocketsphinx_backend import PocketsphinxRecognizer
+    from edgevoice.devtools.pause_set import smart_turn_model
+    from edgevoice.ear.turn_detector import SmartTurn
+
+    detector = SmartTurn(smart_turn_model())
+    # Smart Turn is sure of this one ("the birch canoe slid on the smooth planks"; it is unsure
+    # of many read sentences: tests/test_turn_detector.py); then 2 s of a quiet room
+    room = np.round(np.random.default_rng(3).standard_normal(2 * RATE) * 20).astype(np.int16)
+    audio = np.concatenate([trimmed(clip(speech_folder, "speechbrain__example1.wav")), room])
+    tr = StreamingTranscriber(VadConfig(hangover_ms=1500), PocketsphinxRecognizer(),
+                              turn_detector=detector)
+    events = []
+    for c in iter_chunks(AudioChunk.from_samples(audio, RATE), 30):
+        events += tr.feed(c)
+    events += tr.flush()
+    (utt,) = [e for e in events if isinstance(e, Utterance)]
+    pause = [e for e in events if isinstance(e, Pause)][-1]
+    assert utt.reason == "turn_complete", tr.decisions
+    assert utt.text == pause.text and "planks" in utt.text
+    # decided at the pause (vad.pause_ms after the speech), not after the 1500 ms fallback
+    assert pause.at_ms - utt.end_ms == pytest.approx(VadConfig().pause_ms, abs=31)

@@ -7,6 +7,7 @@ one); the model is a real llama.cpp model (the generated tiny GGUF), the clock i
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from pathlib import Path
 
 import numpy as np
@@ -70,12 +71,15 @@ def local(tiny_gguf: Path):
     target.close()
 
 
+NOW = dt.datetime(2026, 3, 4, 14, 30)
+
+
 def run(tmp_path, local, script, seconds: float, **agent):
     wav = tmp_path / "quiet.wav"
     soundfile.write(wav, np.zeros(int(seconds * 16000), np.int16), 16000)
     events: list[dict] = []
     synth = ToneSynth()
-    brain = Brain(Router({"local": local}), LlmConfig(max_tokens=12))
+    brain = Brain(Router({"local": local}), LlmConfig(max_tokens=12), now=lambda: NOW)
     manager = TurnManager(
         source=RealtimeFileSource(wav), transcriber=ScriptedEar(script), brain=brain,
         synthesizer=synth, output=FileOutput(tmp_path / "o.wav"),
@@ -185,3 +189,22 @@ def test_a_command_after_the_answer_is_not_joined_to_the_sentence(tmp_path, loca
                            reopen_script(1800, utterance("stop", 1800.0, 2300.0)), 5.0,
                            reopen_ms=1500)
     assert [t["transcript"] for t in kinds(events, "turn")] == ["what is the", "stop"]
+
+
+def test_its_own_words_coming_back_are_never_answered(tmp_path, local):
+    from edgevoice.agent.intents import ANSWERS
+
+    reply = ANSWERS["time"](NOW)  # what the agent will say, played 1.5 s .. ~2.3 s
+    echo = " ".join(reply.lower().replace(".", "").split()[:5])
+    script = [(300, SpeechStart(300.0)), (1500, utterance("what time is it", 300.0, 900.0)),
+              (1700, SpeechStart(1700.0)), (2600, utterance(echo, 1700.0, 2400.0)),
+              (3200, SpeechStart(3200.0)), (4000, utterance("tell me a story", 3200.0, 3800.0))]
+    events, brain, _ = run(tmp_path, local, script, 5.5)
+    ignored = kinds(events, "ignored")
+    assert [e["reason"] for e in ignored] == ["own voice"]
+    said = {e["id"]: e["text"] for e in kinds(events, "transcript")}
+    assert said[ignored[0]["id"]] == echo
+    # the real request after it is answered as usual, and nothing is said twice (the echo
+    # stopped the answer: repeating it could echo again)
+    assert [t["transcript"] for t in kinds(events, "turn")] == ["what time is it",
+                                                                 "tell me a story"]

@@ -33,6 +33,7 @@ from edgevoice import sdnotify
 from edgevoice.agent.brain import Brain, Decision
 from edgevoice.agent.intents import match_intent
 from edgevoice.agent.outputs import AudioOutput, Scheduled
+from edgevoice.agent.self_hearing import OwnVoice
 from edgevoice.agent.speculation import Speculator
 from edgevoice.agent.turn import Turn
 from edgevoice.audio.format import AudioChunk
@@ -150,6 +151,7 @@ class TurnManager:
         self.first_clause_max_words = first_clause_max_words
         self._early: Optional[_ActiveTurn] = None  # started at a pause, not yet confirmed
         self._reopened: Optional[_Reopened] = None
+        self._own_voice = OwnVoice()  # what the speaker played: never answered as a request
         self._control_init()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -315,7 +317,7 @@ class TurnManager:
                 log.info("barge-in: the user spoke over turn %d", self._active.turn.id)
                 self._interrupt("barge-in")
             else:
-                self.output.clear()
+                self._clear_output()
         else:
             # Half duplex: speech that starts while we talk is likely our own echo.
             self._deaf = True
@@ -341,6 +343,10 @@ class TurnManager:
         if self._active is not None or self._deaf or "input" in self._lost:
             return
         text = self._joined(pause.text)
+        now = time.monotonic()
+        if self._own_voice.is_echo(pause.text, self.clock.at(pause.start_ms) or now,
+                                   self.clock.at(pause.speech_end_ms) or now):
+            return
         if not self.brain.wants_llm(text):
             return  # intents answer at once anyway (and some have side effects: mute)
         decision = self.brain.decide(text)
@@ -377,6 +383,9 @@ class TurnManager:
         if now - speech_end > self.cfg.stale_s:
             self._drop_early("stale")
             self._ignore_stale(utt, now - speech_end)
+            return
+        if self._own_voice.is_echo(utt.text, self.clock.at(utt.start_ms) or now, speech_end):
+            self._ignore_own_voice(utt)
             return
         text = self._joined(utt.text)
         self._reopened = None
@@ -445,7 +454,7 @@ class TurnManager:
         whole sentence). The abandoned answer never reaches the history."""
         turn = active.turn
         turn.cancel.set()
-        stopped = self.output.clear()
+        stopped = self._clear_output()
         if active.task is not None:
             active.task.cancel()
         turn.interrupted = True
@@ -467,6 +476,28 @@ class TurnManager:
         now = time.monotonic()
         log.info("the speech after the answer had no words: answering %r", reopened.text)
         self._start_turn(reopened.text, 0.0, 0.0, reopened.at, now)
+
+    def _clear_output(self) -> float:
+        """Stop the speaker now; what was scheduled after this was never played."""
+        stopped = self.output.clear()
+        self._own_voice.cut(stopped)
+        return stopped
+
+    def _ignore_own_voice(self, utt: Utterance) -> None:
+        """The agent's own words came back through the microphone: reported, never answered
+        (answering them is a loop that never ends by itself)."""
+        self._drop_early("own voice")
+        turn = Turn(utt.text)
+        log.warning("not answering %r: it is what I was just saying (my own voice came back "
+                    "through the microphone)", utt.text)
+        self._emit_transcript(turn, utt.start_ms, utt.end_ms)
+        self.emit({"event": "ignored", "id": turn.id, "reason": "own voice"})
+        if self._reopened is not None:
+            # The "speech" that stopped the answer was our own echo. Saying it again from the
+            # start could echo again (a loop): drop it, and say so.
+            log.warning("my own voice stopped the answer to %r (an echo reached the "
+                        "microphone): not repeating it", self._reopened.text)
+            self._reopened = None
 
     def _ignore_stale(self, utt: Utterance, late_s: float) -> None:
         """Heard too late to answer: reported, never answered (nor does it stop a reply)."""
@@ -512,7 +543,7 @@ class TurnManager:
             return
         self.emit({"event": "error", "message": f"turn failed: {exc}"})
         active.turn.cancel.set()
-        self.output.clear()
+        self._clear_output()
         active.turn.interrupted = True
         active.turn.spoken = spoken_text(active.played, time.monotonic())
         self._finish(active)
@@ -573,6 +604,7 @@ class TurnManager:
             if turn.cancel.is_set():
                 return
             slot = self.output.play(audio)
+            self._own_voice.played(slot.start, slot.end, clause)
             turn.metrics.mark("playback_start", slot.start)
             active.played.append(_Played(clause, slot))
             self._set_state("speaking")
@@ -582,7 +614,7 @@ class TurnManager:
         if active is None:
             return
         active.turn.cancel.set()
-        stopped = self.output.clear()
+        stopped = self._clear_output()
         if active.task is not None:
             active.task.cancel()
         active.turn.interrupted = True
@@ -689,7 +721,7 @@ class TurnManager:
             if self._active is not None:
                 self._interrupt("push-to-talk")
             elif self.output.idle_at() > time.monotonic():
-                self.output.clear()
+                self._clear_output()
             self.transcriber.press()
         else:
             self.transcriber.release()
@@ -707,7 +739,7 @@ class TurnManager:
             self._interrupt("cancelled")
             return True
         if self.output.idle_at() > time.monotonic():
-            self.output.clear()
+            self._clear_output()
             return True
         return False
 
@@ -726,7 +758,7 @@ class TurnManager:
         if self._active is not None:
             self._interrupt("new request")
         elif self.output.idle_at() > now:
-            self.output.clear()
+            self._clear_output()
         decision = decision or self.brain.decide(text)
         turn = Turn(text)
         turn.metrics.speech_end = now  # latency counts from the command

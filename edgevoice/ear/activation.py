@@ -14,17 +14,22 @@ block, in stream order.
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import queue
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Optional, Protocol
+from typing import TYPE_CHECKING, Optional, Protocol
 
 from edgevoice.asr.protocol import Recognizer
 from edgevoice.audio.format import AudioChunk
 from edgevoice.config import ActivationConfig, Config, VadConfig
 from edgevoice.ear.endpoint import SpeechAudio, SpeechEnd, SpeechStart
 from edgevoice.ear.transcriber import StreamingTranscriber, Utterance
+
+if TYPE_CHECKING:
+    from edgevoice.ear.turn_detector import TurnDetector
 
 
 @dataclass(frozen=True)
@@ -58,9 +63,17 @@ def make_spotter(activation: ActivationConfig, sample_rate: int = 16000) -> Opti
                                activation.wake_pronunciations, sample_rate)
 
 
-def make_transcriber(cfg: Config, recognizer: Recognizer) -> ActivatedTranscriber:
-    return ActivatedTranscriber(cfg.vad, recognizer, cfg.asr.partial_interval_ms, cfg.activation,
-                                make_spotter(cfg.activation, cfg.audio.sample_rate))
+def make_transcriber(cfg: Config, recognizer: Recognizer,
+                     turn_detector: Optional[TurnDetector] = None) -> ActivatedTranscriber:
+    """The agent's ear. With a turn detector, silence alone ends a turn only after
+    ``turn.fallback_ms`` (the detector ends it at a pause when it hears the user is done)."""
+    vad = cfg.vad
+    if turn_detector is not None:
+        vad = dataclasses.replace(vad, hangover_ms=cfg.turn.fallback_ms)
+    return ActivatedTranscriber(vad, recognizer, cfg.asr.partial_interval_ms, cfg.activation,
+                                make_spotter(cfg.activation, cfg.audio.sample_rate),
+                                turn_detector=turn_detector, turn_threshold=cfg.turn.threshold,
+                                turn_audio_s=cfg.turn.max_audio_s)
 
 
 class ActivatedTranscriber(StreamingTranscriber):
@@ -68,8 +81,8 @@ class ActivatedTranscriber(StreamingTranscriber):
 
     def __init__(self, vad: VadConfig, recognizer: Recognizer, partial_interval_ms: int = 250,
                  activation: ActivationConfig | None = None,
-                 spotter: Optional[Spotter] = None) -> None:
-        super().__init__(vad, recognizer, partial_interval_ms)
+                 spotter: Optional[Spotter] = None, **options) -> None:
+        super().__init__(vad, recognizer, partial_interval_ms, **options)
         self.activation = activation or ActivationConfig()
         if self.activation.mode == "wake_word" and spotter is None:
             raise ValueError("wake_word mode needs a spotter (see make_spotter)")
@@ -118,7 +131,9 @@ class ActivatedTranscriber(StreamingTranscriber):
         elif self.mode == "wake_word":
             events += self._wake_events(self.segmenter.feed(chunk), chunk.end_ms)
         else:
-            events += self.handle(self.segmenter.feed(chunk))
+            # lazily: a Pause reaches the agent (which starts the answer) before the turn
+            # detector that follows it has run
+            return itertools.chain(events, self.handle(self.segmenter.feed(chunk)))
         return iter(events)
 
     def flush(self) -> Iterator:

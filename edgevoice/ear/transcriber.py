@@ -10,14 +10,21 @@ When the user goes on (``Resume``) the recognizer continues the same utterance i
 (``resume_utterance``, where it has one, keeps its acoustic state) and the final joins the
 segments. A lattice decoder's final differs from its partials, so this is what makes work started
 at a pause match the final transcript.
+
+The turn detector (``edgevoice.ear.turn_detector``, optional): at each pause it hears the last
+seconds of the utterance and, when it says the turn is complete, the utterance ends right there
+(reason ``turn_complete``), long before the silence fallback (the segmenter's hangover).
 """
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
-from typing import Union
+from typing import TYPE_CHECKING, Optional, Union
+
+import numpy as np
 
 from edgevoice.asr.protocol import Recognizer, Transcript, Word
 from edgevoice.audio.format import AudioChunk
@@ -30,6 +37,9 @@ from edgevoice.ear.endpoint import (
     SpeechStart,
     UtteranceSegmenter,
 )
+
+if TYPE_CHECKING:
+    from edgevoice.ear.turn_detector import TurnDetector
 
 # Silence kept from before the speaker resumes, fed to the recognizer ahead of the new words
 # (its first frames need some context, like the endpointer's pre-roll).
@@ -106,13 +116,23 @@ class StreamingTranscriber:
     """Runs the segmenter and recognizer together; utterances with no words are dropped.
 
     ``finals_at_pauses`` (default on): see the module docstring; off, a pause only asks for a
-    partial and the recognizer finishes once, at the end.
+    partial and the recognizer finishes once, at the end. ``turn_detector``: asked at each pause
+    (with finals at pauses) whether the turn is complete (``turn_threshold``), on the last
+    ``turn_audio_s`` of the utterance; ``decisions`` keeps its last answers for reports.
     """
 
     def __init__(self, vad: VadConfig, recognizer: Recognizer, partial_interval_ms: int = 250,
-                 *, finals_at_pauses: bool = True):
+                 *, finals_at_pauses: bool = True,
+                 turn_detector: Optional[TurnDetector] = None, turn_threshold: float = 0.5,
+                 turn_audio_s: float = 8.0):
         self.recognizer = recognizer
         self.segmenter = UtteranceSegmenter(vad)
+        self.turn_detector = turn_detector
+        self.turn_threshold = turn_threshold
+        self._turn_audio_ms = turn_audio_s * 1000
+        self._heard: deque[AudioChunk] = deque()  # the utterance's end, for the detector
+        self._closed = False  # ended early by the detector: drop its leftover events
+        self.decisions: deque[tuple[float, float]] = deque(maxlen=32)  # (probability, ms)
         self.partial_interval_ms = partial_interval_ms
         self.finals_at_pauses = finals_at_pauses
         self._start_ms: float | None = None
@@ -137,7 +157,11 @@ class StreamingTranscriber:
     def handle(self, events: Iterable) -> Iterator[TranscriberEvent]:
         """Segmenter events in, transcriber events out (activation modes feed it their own)."""
         for event in events:
+            if self._closed and not isinstance(event, SpeechStart):
+                continue  # the rest of a block the endpointer had already framed
             if isinstance(event, SpeechStart):
+                self._closed = False
+                self._heard.clear()
                 self._start_ms = event.start_ms
                 self._last_partial = ""
                 self._last_partial_at = float("-inf")
@@ -146,6 +170,8 @@ class StreamingTranscriber:
                 self._finished = False
                 yield event
             elif isinstance(event, SpeechAudio):
+                if self.turn_detector is not None:
+                    self._keep_heard(event.chunk)
                 if self._finished:  # silence after a pause's final: kept for a resume
                     self._hold(event.chunk)
                     continue
@@ -190,6 +216,23 @@ class StreamingTranscriber:
         text = self._said_so_far()
         if text:
             yield Pause(text, start, event.at_ms, True, event.speech_end_ms)
+            if self.turn_detector is not None and self._turn_complete(text):
+                list(self.segmenter.end_turn("turn_complete"))  # the endpointer starts afresh
+                yield from self.handle([SpeechEnd(event.speech_end_ms, "turn_complete")])
+                self._closed = True
+
+    def _turn_complete(self, text: str) -> bool:
+        audio = np.concatenate([c.samples() for c in self._heard]) if self._heard else \
+            np.zeros(0, np.int16)
+        t0 = time.perf_counter()
+        p = float(self.turn_detector.probability(audio, text))
+        self.decisions.append((round(p, 3), round((time.perf_counter() - t0) * 1000, 1)))
+        return p >= self.turn_threshold
+
+    def _keep_heard(self, chunk: AudioChunk) -> None:
+        self._heard.append(chunk)
+        while self._heard and chunk.end_ms - self._heard[0].end_ms >= self._turn_audio_ms:
+            self._heard.popleft()
 
     def _resume(self, event: SpeechResume) -> Iterator[TranscriberEvent]:
         self._finished = False

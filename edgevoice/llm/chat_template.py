@@ -5,9 +5,15 @@ token sequence is ours to compare with the KV cache. Gemma 2's template raises o
 message (and ``chat_format="gemma"`` silently drops it), so when a probe render shows the system
 text does not survive, the system prompt is prepended to the first user message. That message
 never changes while the history grows, so every turn's prompt starts with the same bytes.
+
+``segments`` splits a rendered prompt around the assistant replies in it, so the local target can
+put the token ids a reply was generated as where the reply's text would be re-tokenized (see
+``reply_tokens``): the KV cache then survives the reply.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import jinja2
 
@@ -15,6 +21,22 @@ from edgevoice.llm.protocol import Message
 
 SYSTEM_FOLD_SEPARATOR = "\n\n"
 _SENTINEL = "EdgevoiceUserTextGoesHere"
+_REPLY_SLOT = "EdgevoiceReplySlot"
+
+
+@dataclass(frozen=True)
+class Segments:
+    """A rendered prompt cut around its assistant replies.
+
+    ``render(messages) == texts[0] + replies[0] + texts[1] + ... + replies[-1] + texts[-1]``.
+    ``replies[i]`` is the i-th reply as the template rendered it (Gemma's ``| trim`` applied);
+    ``verbatim[i]`` is False when the template changed it beyond edge whitespace (say it strips
+    a thought channel from the history): such a reply is only ever tokenized as text.
+    """
+
+    texts: tuple[str, ...]
+    replies: tuple[str, ...]
+    verbatim: tuple[bool, ...]
 
 
 class ChatTemplateError(ValueError):
@@ -68,6 +90,63 @@ class ChatTemplate:
     def render(self, messages: list[Message]) -> str:
         """The prompt text for ``messages``, ending with the assistant's generation prompt."""
         return self._render_raw(self.prepare(messages))
+
+    def segments(self, messages: list[Message]) -> Segments | None:
+        """The prompt for ``messages`` cut around each non-blank assistant reply.
+
+        Found by rendering once with a marker in place of each reply and once for real. None
+        when there is no reply, or the template does not render each reply exactly once between
+        the same surrounding text (then the prompt is only ever tokenized whole).
+        """
+        prepared = self.prepare(messages)
+        slots = [i for i, m in enumerate(prepared)
+                 if m["role"] == "assistant" and m.get("content", "").strip()]
+        if not slots:
+            return None
+        marks = [f"{_REPLY_SLOT}{j}x" for j in range(len(slots))]
+        marked = [dict(m) for m in prepared]
+        for i, mark in zip(slots, marks, strict=True):
+            marked[i]["content"] = mark
+        text = self._render_raw(marked)
+        texts: list[str] = []
+        pos = 0
+        for mark in marks:
+            at = text.find(mark, pos)
+            if at < 0 or text.find(mark, at + len(mark)) >= 0:
+                return None
+            texts.append(text[pos:at])
+            pos = at + len(mark)
+        texts.append(text[pos:])
+
+        real = self._render_raw(prepared)
+        if not real.startswith(texts[0]):
+            return None
+        pos = len(texts[0])
+        replies: list[str] = []
+        verbatim: list[bool] = []
+        for j, i in enumerate(slots):
+            content, after, last = prepared[i]["content"], texts[j + 1], j == len(slots) - 1
+            found = None
+            for candidate in dict.fromkeys((content, content.strip(), content.lstrip(),
+                                            content.rstrip())):
+                end = pos + len(candidate)
+                if real.startswith(candidate, pos) and (
+                        real[end:] == after if last else real.startswith(after, end)):
+                    found = candidate
+                    break
+            if found is not None:
+                replies.append(found)
+                verbatim.append(True)
+            else:  # the template rewrote the reply: take what it rendered, as text only
+                end = len(real) - len(after) if last else real.find(after, pos)
+                if end < pos or (last and not real.endswith(after)):
+                    return None
+                replies.append(real[pos:end])
+                verbatim.append(False)
+            pos += len(replies[-1]) + len(after)
+        if pos != len(real):
+            return None
+        return Segments(tuple(texts), tuple(replies), tuple(verbatim))
 
     def stable_prefix(self, system_prompt: str) -> str:
         """Prompt text every conversation with this system prompt starts with.

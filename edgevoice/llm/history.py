@@ -11,6 +11,10 @@ are evaluated. Two things break that and are therefore rare and deliberate here:
   on every turn once the window is full.
 * Editing the past. Never done: a committed turn is stored exactly as it was prompted (a
   too-long user text stays truncated the same way in later prompts).
+
+A reply is stored as text (what was said; for a cut reply, the words spoken). Its text does not
+re-tokenize into the ids the model generated, so the local target puts those ids back where the
+reply's text is (``edgevoice.llm.reply_tokens``): the KV cache's prefix survives the reply.
 """
 
 from __future__ import annotations

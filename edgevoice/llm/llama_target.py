@@ -5,6 +5,9 @@ Latency is the point of every choice here (see DESIGN.md, "Latency principles"):
 * One ``Llama`` for the life of the process; each turn's prompt is rendered and tokenized by us,
   compared with the tokens already in the KV cache, and only the differing suffix is evaluated
   (a history that only appends makes that suffix just the new turn).
+* A reply in the history is put into the prompt as the token ids it was generated as, not as its
+  re-tokenized text (``reply_tokens``), so the cache's prefix survives the reply: the next turn
+  evaluates the template's end-of-turn framing and the new user words, nothing of the reply.
 * ``warm_up`` evaluates the part every prompt starts with (BOS, system prompt, user header) before
   anyone speaks, so the first turn pays only for the user's words.
 * Cancellation: between tokens by checking the Event; during a long prefill through llama.cpp's
@@ -37,6 +40,7 @@ from edgevoice.errors import ModelError
 from edgevoice.llm.chat_template import ChatTemplate, ChatTemplateError
 from edgevoice.llm.native_log import quiet_llama_prints, route_native_logs, take_recent_errors
 from edgevoice.llm.protocol import Message, PromptCost, StreamStats, TargetError, TargetInfo
+from edgevoice.llm.reply_tokens import ReplyTokens
 
 log = logging.getLogger(__name__)
 
@@ -129,14 +133,16 @@ class Utf8Pieces:
 class LlamaCppTarget:
     """``ChatTarget`` on llama-cpp-python with KV-cache prefix reuse across turns.
 
-    ``n_batch`` and ``seed`` are for tests and benchmarks; everything a user sets is in
-    ``LlmConfig``.
+    ``n_batch``, ``seed`` and ``keep_reply_tokens`` are for tests and benchmarks; everything a user
+    sets is in ``LlmConfig``. ``keep_reply_tokens=False`` re-tokenizes history replies as text
+    (the behaviour before ``reply_tokens``: each turn re-reads the reply's mismatching tail).
     """
 
     kind = "local"
 
     def __init__(
-        self, cfg: LlmConfig, name: str = "local", *, n_batch: int = 512, seed: int | None = None
+        self, cfg: LlmConfig, name: str = "local", *, n_batch: int = 512, seed: int | None = None,
+        keep_reply_tokens: bool = True,
     ) -> None:
         import llama_cpp
 
@@ -182,6 +188,9 @@ class LlamaCppTarget:
         self._add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
         self._piece_buf = ctypes.create_string_buffer(64)
         self._template = self._load_template()
+        self.keep_reply_tokens = keep_reply_tokens
+        self._replies = ReplyTokens(self._piece_bytes, self._fragment_tokenizer())
+        self._last_reply_tokens: tuple[int, ...] = ()
         self._abort_event: threading.Event | None = None
         self._abort_cb = llama_cpp.ggml_abort_callback(self._should_abort)
         log.info("%s: loaded %s in %.0f ms (n_ctx %d, %d threads, %s, system prompt %s)",
@@ -222,13 +231,74 @@ class LlamaCppTarget:
             tokens.insert(0, self._bos)
         return tokens
 
+    def _tokenize_fragment(self, text: bytes) -> list[int]:
+        """Tokens of text that sits between other tokens (no BOS), parsed like a whole prompt."""
+        return self._llm.tokenize(text, add_bos=False, special=True)
+
+    def _fragment_tokenizer(self):
+        """``_tokenize_fragment``, or None when the tokenizer adds a space in front of text it
+        starts with (SentencePiece's add_space_prefix): a fragment would then gain a space."""
+        probe = self._llm.tokenize(b"a", add_bos=False, special=False)
+        said = b"".join(self._piece_bytes(t) for t in probe)
+        return self._tokenize_fragment if said == b"a" else None
+
+    def _opens_text(self, tokens: list[int]) -> bool:
+        """Whether ``tokens`` start with a control or user-defined token: text before them was
+        tokenized apart from them in any case, so ids may stand right before."""
+        import llama_cpp
+
+        if not tokens:
+            return False
+        attr = int(llama_cpp.llama_vocab_get_attr(self._vocab, tokens[0]))
+        return bool(attr & (llama_cpp.LLAMA_TOKEN_ATTR_CONTROL
+                            | llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED))
+
     def prompt_tokens(self, messages: list[Message], reply_prefix: str = "") -> list[int]:
         """The exact tokens ``stream(messages)`` evaluates (template applied, system folded).
 
-        Reads only (tokenizer, cache bookkeeping): another thread may call this, ``count_tokens``
-        and ``prompt_cost`` for an estimate while the worker is generating.
+        History replies this target generated are put as the ids it generated them as (as far
+        as those say exactly the history's text, see ``reply_tokens``); the rest is the
+        template's rendering, tokenized. Reads only (tokenizer, cache bookkeeping): another
+        thread may call this, ``count_tokens`` and ``prompt_cost`` for an estimate while the
+        worker is generating.
         """
+        spliced = self._spliced_tokens(messages, reply_prefix) if self.keep_reply_tokens else None
+        if spliced is not None:
+            return spliced
         return self._tokenize_prompt(self._template.render(messages) + reply_prefix)
+
+    def _spliced_tokens(self, messages: list[Message], reply_prefix: str) -> list[int] | None:
+        """The prompt with generated ids in place of history replies; None when none applies.
+
+        The text right after a spliced reply must start with a control token (Gemma's
+        ``<end_of_turn>``, ChatML's ``<|im_end|>``), so every token around the reply is exactly
+        what tokenizing the whole rendering gives; a reply the template rewrote, or one no
+        recorded generation says, is tokenized as text together with its neighbours.
+        """
+        if not self._replies:
+            return None
+        segments = self._template.segments(messages)
+        if segments is None:
+            return None
+        tokens: list[int] = []
+        text = segments.texts[0]
+        spliced = False
+        for reply, verbatim, after in zip(segments.replies, segments.verbatim,
+                                          segments.texts[1:], strict=True):
+            ids = self._replies.ids_for(reply) if verbatim else None
+            after_tokens = self._tokenize_fragment(after.encode("utf-8")) if ids else []
+            if not ids or not self._opens_text(after_tokens):
+                text += reply + after
+                continue
+            tokens += (self._tokenize_prompt(text) if not tokens
+                       else self._tokenize_fragment(text.encode("utf-8")))
+            tokens += ids
+            text = after
+            spliced = True
+        if not spliced:
+            return None
+        tokens += self._tokenize_fragment((text + reply_prefix).encode("utf-8"))
+        return tokens
 
     def count_tokens(self, messages: list[Message]) -> int:
         """Prompt size of ``messages`` in tokens (the ``Conversation`` budget uses this)."""
@@ -286,6 +356,9 @@ class LlamaCppTarget:
 
     def token_bytes(self, token: int) -> bytes:
         """The bytes of one token as generated text (a byte token is one byte of UTF-8)."""
+        return self._piece_bytes(token)
+
+    def _piece_bytes(self, token: int) -> bytes:
         import llama_cpp
 
         n = llama_cpp.llama_token_to_piece(self._vocab, token, self._piece_buf,
@@ -316,6 +389,13 @@ class LlamaCppTarget:
     @property
     def last_stats(self) -> StreamStats | None:
         return self._last_stats
+
+    @property
+    def last_reply_tokens(self) -> tuple[int, ...]:
+        """The ids of the latest ``stream``'s reply (a ``reply_prefix``'s first, then those
+        generated; end-of-turn excluded): what a later prompt puts for that reply. The KV cache
+        holds all of them but, after a "length" or "cancelled" finish, the last one sampled."""
+        return self._last_reply_tokens
 
     def describe(self) -> TargetInfo:
         return TargetInfo(
@@ -402,6 +482,7 @@ class LlamaCppTarget:
 
         start = time.perf_counter()
         self._last_stats = None
+        self._last_reply_tokens = ()
         tokens = self.prompt_tokens(messages, reply_prefix)
         n_ctx = self._cfg.n_ctx
         if len(tokens) >= n_ctx:
@@ -417,6 +498,7 @@ class LlamaCppTarget:
             return
         stats.cached_tokens = self._keep_prefix(tokens, leave_one=True)
         suffix = tokens[stats.cached_tokens:]
+        reply_ids = self._start_reply(messages, tokens, reply_prefix)
         generator = self._llm.generate(
             suffix, reset=False, temp=self._cfg.temperature, top_k=40, top_p=0.95, min_p=0.05,
             repeat_penalty=1.0,
@@ -434,6 +516,7 @@ class LlamaCppTarget:
                 if llama_cpp.llama_vocab_is_eog(self._vocab, token):
                     stats.finish_reason = "stop"
                     break
+                reply_ids.append(token)
                 stats.completion_tokens += 1
                 delta = text.push(self.token_bytes(token))
                 if delta:
@@ -461,7 +544,19 @@ class LlamaCppTarget:
             generator.close()
             if prefilling:  # whole batches that finished before an abort stay in the cache
                 stats.evaluated_tokens = max(0, self._llm.n_tokens - stats.cached_tokens)
+            self._last_reply_tokens = tuple(reply_ids)
             self._finish(stats, start)
+
+    def _start_reply(self, messages: list[Message], tokens: list[int],
+                     reply_prefix: str) -> list[int]:
+        """The list this reply's ids are appended to, remembered for later prompts. A reply
+        continued after ``reply_prefix`` starts with the prompt's ids for that prefix."""
+        if not reply_prefix:
+            return self._replies.start()
+        base = self.prompt_tokens(messages)
+        if tokens[: len(base)] != base:  # the prefix merged into the generation prompt's tokens
+            return []
+        return self._replies.start(tokens[len(base):])
 
     def _finish(self, stats: StreamStats, start: float) -> None:
         stats.total_ms = (time.perf_counter() - start) * 1000.0

@@ -18,7 +18,7 @@ import yaml
 
 from edgevoice.modelstore.errors import CatalogError
 
-KINDS = ("llm", "asr", "tts")
+KINDS = ("llm", "asr", "tts", "turn")
 ARCHIVES = ("zip",)
 PIN_FIRST_DOWNLOAD = "first-download"
 BUNDLED = "bundled"
