@@ -595,6 +595,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true")
     _remote_options(b)
     b.set_defaults(func=cmd_bench_targets)
+    __import__("edgevoice.latency.cli", fromlist=["_"]).add_parser(bsub, common)
 
     p = sub.add_parser("say", parents=[common], help="speak a text")
     p.add_argument("text")

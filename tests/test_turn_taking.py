@@ -208,3 +208,29 @@ def test_its_own_words_coming_back_are_never_answered(tmp_path, local):
     # stopped the answer: repeating it could echo again)
     assert [t["transcript"] for t in kinds(events, "turn")] == ["what time is it",
                                                                  "tell me a story"]
+
+
+class Unspeakable(Brain):
+    """A model answer with nothing to say aloud (random weights sometimes write only ';;;')."""
+
+    def llm_stream(self, turn):
+        yield ";;;"
+
+
+def test_an_early_answer_with_nothing_to_say_still_ends_its_turn(tmp_path, local):
+    wav = tmp_path / "quiet.wav"
+    soundfile.write(wav, np.zeros(int(4.0 * 16000), np.int16), 16000)
+    events: list[dict] = []
+    script = [(300, SpeechStart(300.0)),
+              (1200, Pause("tell me a story", 300.0, 1110.0, True, 900.0)),
+              (2000, utterance("tell me a story", 300.0, 900.0))]
+    manager = TurnManager(
+        source=RealtimeFileSource(wav), transcriber=ScriptedEar(script),
+        brain=Unspeakable(Router({"local": local}), LlmConfig()), synthesizer=ToneSynth(),
+        output=FileOutput(tmp_path / "o.wav"), agent=AgentConfig(stale_s=30),
+        emit=events.append, stop_at_input_end=True)
+    asyncio.run(asyncio.wait_for(manager.run(), timeout=30))
+    (turn,) = kinds(events, "turn")
+    assert turn["reply"] == ";;;" and not turn.get("interrupted")
+    states = [e["state"] for e in kinds(events, "state")]
+    assert states[-1] == "listening" and manager._active is None

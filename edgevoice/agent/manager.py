@@ -526,6 +526,9 @@ class TurnManager:
             speaker.cancel()
             raise
         await speaker
+        # An early turn whose answer had nothing to say ends only once it is the turn (else
+        # nobody would finish it: it would stay "thinking").
+        await active.confirmed.wait()
         wait = self.output.idle_at() - time.monotonic()
         if wait > 0:
             await asyncio.sleep(wait)

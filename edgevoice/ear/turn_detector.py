@@ -120,8 +120,9 @@ def ends_incomplete(text: str) -> bool:
 
 
 class TextHinted:
-    """A detector whose probability is capped at ``cap`` when the words so far end
-    incomplete (see ``ends_incomplete``)."""
+    """A detector whose probability is ``cap`` when the words so far end incomplete (see
+    ``ends_incomplete``), without asking it: with ``cap`` under the threshold the verdict is the
+    same as capping its answer."""
 
     def __init__(self, inner: TurnDetector, cap: float = 0.2) -> None:
         self.inner = inner
@@ -129,8 +130,9 @@ class TextHinted:
         self.name = f"{getattr(inner, 'name', type(inner).__name__)}+text"
 
     def probability(self, audio: np.ndarray, text: str = "") -> float:
-        p = self.inner.probability(audio, text)
-        return min(p, self.cap) if ends_incomplete(text) else p
+        if ends_incomplete(text):
+            return self.cap  # the model is not asked: its ~100 ms are saved, it could not win
+        return self.inner.probability(audio, text)
 
 
 def resolve_turn_model(model: str, models_dir: Path) -> Path:

@@ -1,0 +1,1 @@
+"""`edgevoice bench latency`: voice-to-voice measured at the speaker on one PulseAudio clock."""
