@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/asr_eval.py [--manifest PATH] [--split tuning|heldout]
         [--kind KIND ...] [--every N] [--limit N] [--jobs N] [--lookahead-ms MS] [--no-batch]
+        [--set VADKEY=VALUE ...] [--decoder KEY=VALUE ...] [--no-finals-at-pauses]
         [--json] [--backend pocketsphinx|vosk] [--vosk-model DIR]
 
 The set: ``python -m edgevoice.devtools.asr_eval_set DIR`` (built into
@@ -16,9 +17,13 @@ shared). Per file:
 - batch: pocketsphinx's own whole-file decoding, a fresh ``Decoder(samprate=16000)`` with its
   default config and ``process_raw(data, full_utt=True)``;
 - real-time factor of each (wall time / audio time; the decoder load is not counted);
-- finish latency: the time ``finish()`` takes when the endpointer ends an utterance, i.e. from
-  the endpoint (end of speech + hangover) to the final transcript; CPU time of the decoding
-  thread (wall time under CPU contention measures the contention), wall time in the JSON.
+- finish(): the time each ``finish()`` call takes (CPU time of the decoding thread: wall time
+  under CPU contention measures the contention; wall time in the JSON). With finals at pauses
+  (the transcriber's default) it is called at every pause, for the segment since the last one;
+- final after the endpoint: how long after the endpoint (end of speech + ``vad.hangover_ms``)
+  the utterance's final transcript is ready, in CPU time: the ``finish()`` run at the endpoint,
+  or, when a pause already finished the last segment, what that finish took beyond the
+  ``hangover_ms - pause_ms`` of silence still to come (usually 0).
 Prints corpus WER per split and per split x condition (``kind``); progress goes to stderr.
 """
 
@@ -35,7 +40,7 @@ from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from edgevoice.evaluation import word_errors
+from edgevoice.evaluation import vad_config_with, word_errors
 
 LONG_UTTERANCE_S = 8.0  # "10 s utterances": finish latency is also reported over these
 
@@ -45,16 +50,30 @@ def default_set_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "edgevoice" / "asr-eval-set"
 
 
-def _make(backend: str, vosk_model: str | None, lookahead_ms: int | None):
+def _make(backend: str, vosk_model: str | None, lookahead_ms: int | None,
+          decoder: dict | None = None):
     if backend == "vosk":
         from edgevoice.asr.vosk_backend import VoskRecognizer
 
         return VoskRecognizer(Path(vosk_model))
     from edgevoice.asr.pocketsphinx_backend import PocketsphinxRecognizer
 
-    if lookahead_ms is None:
-        return PocketsphinxRecognizer()
-    return PocketsphinxRecognizer(lookahead_ms=lookahead_ms)
+    kwargs = dict(decoder or {})
+    if lookahead_ms is not None:
+        kwargs["lookahead_ms"] = lookahead_ms
+    return PocketsphinxRecognizer(**kwargs)
+
+
+def _decoder_value(text: str):
+    """A pocketsphinx config value from the command line: bool, int, float or string."""
+    if text.lower() in ("true", "false", "yes", "no"):
+        return text.lower() in ("true", "yes")
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 class _Timed:
@@ -64,8 +83,9 @@ class _Timed:
         self.rec, self.name, self.sample_rate = rec, rec.name, rec.sample_rate
         self.utterances: list[tuple[float, float, float]] = []  # audio s, finish CPU s, wall s
         self._audio_ms = 0.0
-        if hasattr(rec, "speech_paused"):
-            self.speech_paused = rec.speech_paused
+        for optional in ("speech_paused", "resume_utterance"):  # looked up with getattr
+            if hasattr(rec, optional):
+                setattr(self, optional, getattr(rec, optional))
 
     def accept(self, chunk) -> None:
         self._audio_ms += chunk.duration_ms
@@ -82,6 +102,10 @@ class _Timed:
                                     time.perf_counter() - t0))
         self._audio_ms = 0.0
         return transcript
+
+    def spent_since(self, n: int) -> float:
+        """CPU seconds of the finish() calls after the first ``n``."""
+        return sum(c for _, c, _ in self.utterances[n:])
 
     def reset(self) -> None:
         self._audio_ms = 0.0
@@ -109,21 +133,42 @@ def _batch_text(data: bytes) -> tuple[str, float]:
 def evaluate_file(job: dict) -> dict:
     from edgevoice.audio.wavfile import iter_chunks, read_audio
     from edgevoice.config import Config
-    from edgevoice.ear.transcriber import StreamingTranscriber, transcribe_chunks
+    from edgevoice.ear.transcriber import Pause, Resume, StreamingTranscriber, Utterance
+    from edgevoice.evaluation import vad_config_with
 
     row = job["row"]
     cfg = Config()
+    vad = vad_config_with(job.get("vad_set", []))
     audio = read_audio(job["path"], cfg.audio.sample_rate)
-    rec = _Timed(_make(job["backend"], job["vosk_model"], job["lookahead_ms"]))
-    transcriber = StreamingTranscriber(cfg.vad, rec, cfg.asr.partial_interval_ms)
+    rec = _Timed(_make(job["backend"], job["vosk_model"], job["lookahead_ms"],
+                       job.get("decoder")))
+    transcriber = StreamingTranscriber(vad, rec, cfg.asr.partial_interval_ms,
+                                       finals_at_pauses=job.get("finals_at_pauses", True))
+    slack = max(0.0, (vad.hangover_ms - vad.pause_ms) / 1000) if vad.pause_ms else 0.0
+    finals: list[Utterance] = []
+    after_endpoint: list[tuple[float, float]] = []  # utterance s, final after the endpoint s
+    pause_cost = 0.0
     t0 = time.perf_counter()
-    stream = " ".join(u.text for u in transcribe_chunks(
-        iter_chunks(audio, cfg.audio.block_ms), transcriber))
+    for chunk in [*iter_chunks(audio, cfg.audio.block_ms), None]:
+        n = len(rec.utterances)
+        events = list(transcriber.feed(chunk) if chunk is not None else transcriber.flush())
+        for event in events:
+            if isinstance(event, Pause) and event.final:
+                pause_cost = rec.spent_since(n)
+            elif isinstance(event, Resume):
+                pause_cost = 0.0
+            elif isinstance(event, Utterance):
+                finals.append(event)
+                at_end = rec.spent_since(n)
+                late = at_end if at_end else max(0.0, pause_cost - slack)
+                after_endpoint.append(((event.end_ms - event.start_ms) / 1000, late))
+                pause_cost = 0.0
+    stream = " ".join(u.text for u in finals)
     stream_s = time.perf_counter() - t0
     rec.close()
     out = dict(file=row["file"], split=row["split"], kind=row["kind"],
                audio_s=audio.duration_ms / 1000, stream=stream, stream_s=stream_s,
-               utterances=rec.utterances)
+               utterances=rec.utterances, after_endpoint=after_endpoint)
     errors, words = word_errors(row["reference"], stream)
     out.update(words=words, stream_errors=errors)
     if job["batch"]:
@@ -157,6 +202,9 @@ def summarize(rows: list[dict]) -> dict:
         g["finish"] = _ms([c for _, c, _ in utts])
         g["finish_long"] = _ms([c for a, c, _ in utts if a >= LONG_UTTERANCE_S])
         g["finish_long_wall"] = _ms([w for a, _, w in utts if a >= LONG_UTTERANCE_S])
+        ends = [e for r in items for e in r.get("after_endpoint", [])]
+        g["after_endpoint"] = _ms([late for _, late in ends])
+        g["after_endpoint_long"] = _ms([late for d, late in ends if d >= LONG_UTTERANCE_S])
         return g
 
     by_split, by_kind = defaultdict(list), defaultdict(list)
@@ -190,8 +238,14 @@ def _print_table(summary: dict) -> None:
     for split, g in list(summary["splits"].items()) + [("all", summary["all"])]:
         fl = g["finish_long"]
         if fl["n"]:
-            print(f"finish() on utterances >= {LONG_UTTERANCE_S:g} s ({split}): n={fl['n']} "
+            print(f"finish() on segments >= {LONG_UTTERANCE_S:g} s ({split}): n={fl['n']} "
                   f"median {fl['median_ms']} ms, p90 {fl['p90_ms']} ms, max {fl['max_ms']} ms")
+        for key, what in (("after_endpoint", "all utterances"),
+                          ("after_endpoint_long", f"utterances >= {LONG_UTTERANCE_S:g} s")):
+            e = g[key]
+            if e["n"]:
+                print(f"final after the endpoint, {what} ({split}): n={e['n']} median "
+                      f"{e['median_ms']} ms, p90 {e['p90_ms']} ms, max {e['max_ms']} ms")
 
 
 def _manifest(path: Path | None) -> Path:
@@ -218,10 +272,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=1, help="worker processes")
     ap.add_argument("--lookahead-ms", type=int, help="pocketsphinx CMN lookahead (tuning)")
     ap.add_argument("--no-batch", action="store_true", help="skip the batch decode")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a VadConfig field for the streaming side, e.g. pause_ms=0 (repeatable)")
+    ap.add_argument("--decoder", action="append", default=[], metavar="KEY=VALUE",
+                    help="a pocketsphinx config key for the streaming recognizer, e.g. "
+                    "bestpath=false (tuning; repeatable)")
+    ap.add_argument("--no-finals-at-pauses", action="store_true",
+                    help="the transcriber finishes once per utterance, not at each pause")
     ap.add_argument("--backend", choices=["pocketsphinx", "vosk"], default="pocketsphinx")
     ap.add_argument("--vosk-model")
     ap.add_argument("--json", action="store_true", help="one JSON object: summary and files")
     args = ap.parse_args(argv)
+    try:
+        vad_config_with(args.set)
+    except ValueError as exc:
+        ap.error(str(exc))
+    decoder = {}
+    for item in args.decoder:
+        key, sep, value = item.partition("=")
+        if not sep:
+            ap.error(f"--decoder wants KEY=VALUE, got {item!r}")
+        decoder[key] = _decoder_value(value)
     manifest = _manifest(args.manifest)
     with open(manifest, newline="", encoding="utf-8") as fh:
         rows = [r for r in csv.DictReader(fh, delimiter="\t")
@@ -243,7 +314,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     jobs = [{"row": r, "path": str(manifest.parent / r["file"]), "backend": args.backend,
              "vosk_model": args.vosk_model, "lookahead_ms": args.lookahead_ms,
-             "batch": not args.no_batch} for r in rows]
+             "batch": not args.no_batch, "vad_set": args.set, "decoder": decoder,
+             "finals_at_pauses": not args.no_finals_at_pauses} for r in rows]
     results = []
     with ProcessPoolExecutor(max(1, args.jobs)) as pool:
         for n, r in enumerate(pool.map(evaluate_file, jobs), 1):
@@ -254,6 +326,9 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarize(results)
     summary["manifest"] = str(manifest)
     summary["backend"] = args.backend
+    summary["settings"] = {"vad": args.set, "decoder": decoder,
+                           "finals_at_pauses": not args.no_finals_at_pauses,
+                           "lookahead_ms": args.lookahead_ms}
     if args.json:
         print(json.dumps({"summary": summary, "files": results}))
     else:

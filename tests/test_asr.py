@@ -16,6 +16,7 @@ from edgevoice.config import AsrConfig, Config, Paths, VadConfig
 from edgevoice.ear.endpoint import UtteranceSegmenter
 from edgevoice.ear.transcriber import (
     Partial,
+    Pause,
     StreamingTranscriber,
     Utterance,
     transcribe_chunks,
@@ -209,3 +210,102 @@ def test_partials_arrive_during_a_long_utterance(speech_folder):
     finals = [e for e in events if isinstance(e, Utterance)]
     assert finals and len(partials) >= 5
     assert events.index(partials[0]) < events.index(finals[0])
+
+
+# --- pocketsphinx: segments of one utterance (finals at pauses) -----------------------------
+
+
+def _mean(rec: PocketsphinxRecognizer) -> np.ndarray:
+    return np.array([float(v) for v in rec._decoder.get_cmn(False).split(",")])
+
+
+def test_resume_utterance_decodes_at_once_from_the_last_segments_mean(speech_folder):
+    """After a pause's finish(), resume_utterance() makes the next audio continue the same
+    utterance: no lookahead hold-back (a partial at once) and the mean the segment ended with."""
+    first = read_audio(speech_folder / "pocketsphinx__goforward.wav")
+    second = read_audio(speech_folder / "pocketsphinx__cards_005.wav")  # "eight of spades ..."
+    head = AudioChunk(second.data[: 16000 * 2 * 9 // 10])  # 0.9 s: under the lookahead window
+    # Without a resume the head is held back (no partial yet)...
+    held = PocketsphinxRecognizer()
+    held.accept(head)
+    assert held.partial() == ""
+    rec = PocketsphinxRecognizer()
+    for c in iter_chunks(first, 30):
+        rec.accept(c)
+    ended_with = _mean(rec)
+    assert "forward" in rec.finish().text
+    rec.resume_utterance()
+    rec.accept(AudioChunk(head.data[:320]))  # 10 ms: the mean is still the one given
+    assert np.allclose(_mean(rec), ended_with, atol=0.05), (_mean(rec), ended_with)
+    rec.accept(AudioChunk(head.data[320:]))
+    assert rec.partial() != ""  # ... and with one it is decoded at once
+    rest = AudioChunk(second.data[len(head.data):])
+    rec.accept(rest)
+    assert "spades" in rec.finish().text.split()
+
+
+def test_resume_utterance_needs_a_finished_segment(speech_folder):
+    """Nothing to continue: a fresh recognizer, or one reset since, holds the lookahead back as
+    for any new utterance, and a new utterance after segments is decoded as if fresh."""
+    clip = read_audio(speech_folder / "pocketsphinx__cards_005.wav")
+    head = AudioChunk(clip.data[: 16000 * 2 * 9 // 10])
+    fresh = PocketsphinxRecognizer()
+    fresh.resume_utterance()
+    fresh.accept(head)
+    assert fresh.partial() == ""
+    rec = PocketsphinxRecognizer()
+    rec.accept(clip)
+    rec.finish()
+    rec.reset()
+    rec.resume_utterance()
+    rec.accept(head)
+    assert rec.partial() == ""
+    # Segments then a new utterance (no resume): the same words as a fresh recognizer.
+    other = read_audio(speech_folder / "speechbrain__spk1_snt1.wav")
+    alone = PocketsphinxRecognizer()
+    alone.accept(other)
+    expected = alone.finish().text
+    rec.reset()
+    rec.accept(clip)
+    rec.finish()
+    rec.resume_utterance()
+    rec.accept(_scaled(clip, 0.1))
+    rec.finish()
+    rec.accept(other)
+    assert rec.finish().text == expected and expected
+
+
+def _trimmed(audio: AudioChunk) -> AudioChunk:
+    """The clip from its first to its last 30 ms frame within 30 dB of its loudest."""
+    x = audio.samples()
+    n = len(x) // 480
+    energy = (x[: n * 480].reshape(n, 480).astype(np.float64) ** 2).mean(axis=1)
+    loud = np.flatnonzero(energy > energy.max() * 1e-3)
+    return AudioChunk.from_samples(x[loud[0] * 480: (loud[-1] + 1) * 480], 16000)
+
+
+def test_finals_at_pauses_resume_the_same_utterance(speech_folder):
+    """The transcriber finishes at a pause and resumes the recognizer when the speaker goes on:
+    one utterance, both segments' words."""
+    a = _trimmed(read_audio(speech_folder / "pocketsphinx__goforward.wav"))
+    b = _trimmed(read_audio(speech_folder / "pocketsphinx__cards_005.wav"))
+    gap = b"\0\0" * 16 * 350
+    # "meters" fades out: with 100 ms more, the VAD hears ~480 ms of silence between the clips,
+    # a pause (210 ms) and not an end (600 ms).
+    audio = AudioChunk(gap * 2 + a.data + b"\0\0" * 1600 + b.data + gap * 3)
+    rec = PocketsphinxRecognizer()
+    calls = []
+    resume = rec.resume_utterance
+    rec.resume_utterance = lambda: (calls.append("resume"), resume())[1]
+    transcriber = StreamingTranscriber(Config().vad, rec)
+    events = [e for c in iter_chunks(audio, 30) for e in transcriber.feed(c)]
+    events += list(transcriber.flush())
+    finals = [e for e in events if isinstance(e, Utterance)]
+    assert len(finals) == 1, events
+    words = finals[0].text.split()
+    assert "forward" in words and "spades" in words, finals[0].text
+    assert calls, "the transcriber did not resume the recognizer"
+    pauses = [e for e in events if isinstance(e, Pause) and e.final]
+    assert pauses and pauses[0].text in finals[0].text
+    times = [t for w in finals[0].transcript.words for t in (w.start, w.end)]
+    assert times == sorted(times)

@@ -46,18 +46,32 @@ class PocketsphinxRecognizer:
     fills, at a pause (``speech_paused``, called by the transcriber) or at ``finish``. Quiet audio
     leading the utterance (beyond the endpointer's usual pre-roll, e.g. after a push-to-talk
     press) does not count towards the window, nor into the mean, up to ``MAX_HOLD_MS``.
+
+    Segments: after ``finish`` ended a segment at a pause inside an utterance,
+    ``resume_utterance`` makes the next ``accept`` continue it -- same speaker, same room -- so
+    decoding starts at once from the cepstral mean the last segment ended with (no lookahead
+    hold-back, partials at once).
     """
 
     name = "pocketsphinx"
 
-    def __init__(self, sample_rate: int = 16000, lookahead_ms: int = LOOKAHEAD_MS) -> None:
+    def __init__(self, sample_rate: int = 16000, lookahead_ms: int = LOOKAHEAD_MS,
+                 **decoder_options) -> None:
         import pocketsphinx
 
         self.sample_rate = sample_rate
-        # No second (flat-lexicon) pass: it made finish() take ~1 s on a 20 s utterance, all of
-        # it after the user stopped talking, and measured no better here (benchmarks/asr_eval.py).
-        # The lattice best path stays: it is cheap at the end of an utterance and helps WER.
-        self._decoder = pocketsphinx.Decoder(samprate=sample_rate, loglevel="FATAL", fwdflat=False)
+        # The final is the first (tree) pass's own best path, as the partials are: no second
+        # (flat-lexicon) pass, no lattice best path. Both run after the user stopped talking:
+        # fwdflat ~0.6 s per 7 s of speech, the lattice search ~50 ms (several hundred in noise,
+        # its lattices are bigger). On the tuning half of the evaluation set
+        # (benchmarks/asr_eval.py --decoder fwdflat=true / bestpath=true) fwdflat gained 0.008
+        # WER on its noisy and quiet files at 3x the finish time, and the best path lost 0.017
+        # WER; with the whole file's mean given, our streaming decode equals batch decoding.
+        # ``decoder_options`` override these (pocketsphinx config keys; for benchmarks).
+        options = {"samprate": sample_rate, "loglevel": "FATAL", "fwdflat": False,
+                   "bestpath": False}
+        options.update(decoder_options)
+        self._decoder = pocketsphinx.Decoder(**options)
         # The CMN estimator: features only (no search), whole buffers with full_utt=True. Any
         # call leaves its front end in live-CMN mode, so it is re-made (reinit_feat, ~0.1 ms)
         # before each estimate. A keyphrase search is the cheapest to load (no LM).
@@ -70,6 +84,8 @@ class PocketsphinxRecognizer:
         self._pending = bytearray()  # this utterance's audio not yet given to the decoder
         self._in_utterance = False  # audio of an utterance has been accepted
         self._decoding = False  # ... and the decoder has started it (lookahead released)
+        self._last_cmn: str | None = None  # the mean the last finished segment ended with
+        self._resume = False  # the next accept continues that segment's utterance
 
     def accept(self, chunk: AudioChunk) -> None:
         if chunk.format.rate != self.sample_rate or chunk.format.channels != 1:
@@ -77,6 +93,10 @@ class PocketsphinxRecognizer:
         self._in_utterance = True
         if self._decoding:
             self._feed(chunk.data)
+            return
+        if self._resume and self._last_cmn is not None:
+            self._resume = False
+            self._start(self._last_cmn, chunk.data)
             return
         self._pending += chunk.data
         if len(self._pending) >= self._max_hold or (
@@ -89,6 +109,13 @@ class PocketsphinxRecognizer:
         if self._in_utterance and not self._decoding:
             self._release()
 
+    def resume_utterance(self) -> None:
+        """The next ``accept`` continues the utterance whose segment ``finish`` just ended (the
+        speaker went on after a pause): decoding starts at once, from the cepstral mean that
+        segment ended with. Without a finished segment to continue it does nothing."""
+        if not self._in_utterance and self._last_cmn is not None:
+            self._resume = True
+
     def partial(self) -> str:
         if not self._decoding:
             return ""
@@ -96,10 +123,12 @@ class PocketsphinxRecognizer:
         return hyp.hypstr if hyp is not None else ""
 
     def finish(self) -> Transcript:
+        self._resume = False
         if not self._in_utterance:
             return Transcript("", is_final=True)
         if not self._decoding:
             self._release()
+        self._last_cmn = self._decoder.get_cmn(False)
         self._decoder.end_utt()
         self._in_utterance = self._decoding = False
         words = tuple(
@@ -117,7 +146,8 @@ class PocketsphinxRecognizer:
         if self._decoding:
             self._decoder.end_utt()
         self._pending.clear()
-        self._in_utterance = self._decoding = False
+        self._in_utterance = self._decoding = self._resume = False
+        self._last_cmn = None
 
     def close(self) -> None:
         self.reset()
@@ -138,9 +168,11 @@ class PocketsphinxRecognizer:
     def _release(self) -> None:
         data = bytes(self._pending)
         self._pending.clear()
-        cmn = self._estimate_cmn(data[self._quiet_lead(data):])
-        # A fresh front end per utterance: its noise estimate and CMN state adapt within an
-        # utterance and would otherwise carry into the next one.
+        self._start(self._estimate_cmn(data[self._quiet_lead(data):]), data)
+
+    def _start(self, cmn: str, data: bytes) -> None:
+        # A fresh front end per segment: its noise estimate and CMN state adapt within an
+        # utterance and would otherwise carry into the next one; the mean is given.
         self._decoder.reinit_feat()
         self._decoder.set_cmn(cmn)
         self._decoder.start_utt()

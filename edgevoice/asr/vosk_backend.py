@@ -241,6 +241,11 @@ class VoskRecognizer:
         text = " ".join(w.text for w in words)
         return Transcript(text, is_final=True, words=words)
 
+    def resume_utterance(self) -> None:
+        """The next ``accept`` continues the utterance a pause's ``finish`` just ended. Nothing to
+        do: vosk holds no audio back, the next ``accept`` is decoded at once. (Whether vosk keeps
+        its feature state across ``FinalResult`` was not checked here.)"""
+
     def reset(self) -> None:
         if self._utterance_at is not None:
             self._rec.FinalResult()  # Reset() would keep this audio for the next utterance
