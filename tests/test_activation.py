@@ -114,4 +114,5 @@ def test_daemon_push_to_talk_by_control_api_and_signal(tmp_path):
     transcripts = [e["text"] for e in daemon.seen if e["event"] == "transcript"]
     assert len(transcripts) == 1 and ("child" in transcripts[0] or "dog" in transcripts[0])
     assert [e["active"] for e in daemon.seen if e["event"] == "activation"] == [True, False]
-    assert [e for e in daemon.seen if e["event"] == "turn"], [e for e in daemon.seen if e["event"] != "partial"]
+    assert [e for e in daemon.seen if e["event"] == "turn"], [
+        e for e in daemon.seen if e["event"] != "partial"]

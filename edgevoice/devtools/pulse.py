@@ -27,6 +27,17 @@ import numpy as np
 TOOLS = ("pulseaudio", "pactl", "paplay", "parec")
 
 
+def end_process(proc: subprocess.Popen, timeout: float = 5.0) -> None:
+    """SIGTERM a child, SIGKILL it if it takes over ``timeout`` s, and reap it."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 class PulseUnavailable(RuntimeError):
     """PulseAudio or its tools are not installed here (tests skip with this message)."""
 
@@ -82,12 +93,7 @@ class Recorder:
     def stop(self) -> np.ndarray:
         """Stop and return everything recorded as int16 samples."""
         if self._proc is not None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+            end_process(self._proc)
             if self._thread is not None:
                 self._thread.join(5)
             self._proc = None
@@ -192,13 +198,7 @@ class PulseServer:
     def stop(self) -> None:
         if self._proc is None:
             return
-        if self._proc.poll() is None:
-            self._proc.send_signal(signal.SIGTERM)
-            try:
-                self._proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+        end_process(self._proc)
         self._proc = None
 
     def __enter__(self) -> PulseServer:

@@ -19,6 +19,7 @@ from typing import Optional
 
 import numpy as np
 
+from edgevoice.devtools.pulse import end_process
 from edgevoice.latency.rig import BUS, RATE, die_with_parent
 
 
@@ -75,12 +76,7 @@ class BusRecorder:
 
     def stop(self) -> np.ndarray:
         if self._proc is not None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+            end_process(self._proc)
             if self._thread is not None:
                 self._thread.join(5)
             self._proc = None

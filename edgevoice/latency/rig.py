@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from edgevoice.devtools.pulse import end_process
 from edgevoice.errors import UserError
 
 RATE = 48000
@@ -170,13 +171,7 @@ class Rig:
                                capture_output=True, timeout=10)
         self._modules.clear()
         if self._proc is not None:
-            if self._proc.poll() is None:
-                self._proc.send_signal(signal.SIGTERM)
-                try:
-                    self._proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    self._proc.kill()
-                    self._proc.wait()
+            end_process(self._proc)
             self._proc = None
         if self._own_root:
             shutil.rmtree(self.root, ignore_errors=True)
