@@ -44,10 +44,14 @@ RECONNECT_S = 1.0
 # `python -m edgevoice` would put the working directory first on sys.path, and a folder there
 # named `edgevoice` (the checkout of an editable install, started from its parent, e.g. $HOME at
 # login) would shadow the package. `-c` puts '' there instead, which this removes before import.
-_AGENT_BOOT = ("import sys\n"
-               "if sys.path and sys.path[0] == '': del sys.path[0]\n"
-               "from edgevoice.cli import main\n"
-               "sys.exit(main())")
+def python_main(module: str) -> list[str]:
+    """argv that runs ``module.main()`` with this interpreter whatever the working directory:
+    unlike ``-m``, a folder named ``edgevoice`` there (a checkout's parent) cannot shadow the
+    package."""
+    return [sys.executable, "-c", "import sys\n"
+            "if sys.path and sys.path[0] == '': del sys.path[0]\n"
+            f"from {module} import main\n"
+            "sys.exit(main())"]
 
 
 def agent_command(config: Optional[str] = None, *run_args: str) -> list[str]:
@@ -55,7 +59,7 @@ def agent_command(config: Optional[str] = None, *run_args: str) -> list[str]:
 
     A relative ``config`` is made absolute so it means what it meant to the user.
     """
-    argv = [sys.executable, "-c", _AGENT_BOOT]
+    argv = python_main("edgevoice.cli")
     if config:
         argv += ["--config", str(Path(config).absolute())]
     return [*argv, "run", *run_args]

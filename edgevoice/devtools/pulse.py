@@ -58,11 +58,16 @@ def check_installed() -> None:
 
 
 class Recorder:
-    """Captures a PulseAudio source as 16-bit mono with ``parec``; read back with ``stop()``."""
+    """Captures a PulseAudio source as 16-bit samples with ``parec``: read it while it records
+    (``snapshot``) or at the end (``stop``). Mono gives a flat array, more channels (n, channels).
+    """
 
-    def __init__(self, env: dict[str, str], source: str, rate: int = 16000) -> None:
-        self.env, self.source, self.rate = env, source, rate
+    def __init__(self, env: dict[str, str], source: str, rate: int = 16000,
+                 channels: int = 1, **popen_options) -> None:
+        self.env, self.source, self.rate, self.channels = env, source, rate, channels
+        self._popen_options = popen_options
         self._buf = bytearray()
+        self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
         self._thread: threading.Thread | None = None
         self._first = threading.Event()
@@ -70,35 +75,52 @@ class Recorder:
     def start(self, timeout: float = 5.0) -> Recorder:
         """Start recording and wait until data flows, so later timing is not skewed."""
         cmd = [
-            "parec", "-d", self.source, "--raw", "--format=s16le", "--channels=1",
+            "parec", "-d", self.source, "--raw", "--format=s16le", f"--channels={self.channels}",
             f"--rate={self.rate}", "--latency-msec=20",
         ]
         self._proc = subprocess.Popen(
-            cmd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+            cmd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            **self._popen_options
         )
-        self._thread = threading.Thread(target=self._pump, daemon=True)
+        self._thread = threading.Thread(target=self._pump, name="parec", daemon=True)
         self._thread.start()
         if not self._first.wait(timeout):
             self.stop()
-            raise RuntimeError(f"parec got no data from {self.source} within {timeout} s")
+            raise RuntimeError(f"parec got no data from {self.source} within {timeout:.0f} s")
         return self
 
     def _pump(self) -> None:
         assert self._proc is not None and self._proc.stdout is not None
         fd = self._proc.stdout.fileno()
         while block := os.read(fd, 65536):
-            self._buf += block
+            with self._lock:
+                self._buf += block
             self._first.set()
 
+    def frames(self) -> int:
+        """Frames received so far: the recording's index for this moment."""
+        with self._lock:
+            return len(self._buf) // (2 * self.channels)
+
+    def snapshot(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Frames [start, stop) recorded so far, as int16."""
+        width = 2 * self.channels
+        with self._lock:
+            n = len(self._buf) // width
+            stop = n if stop is None else min(stop, n)
+            start = max(0, min(start, stop))
+            data = bytes(self._buf[start * width:stop * width])
+        samples = np.frombuffer(data, dtype="<i2").copy()
+        return samples if self.channels == 1 else samples.reshape(-1, self.channels)
+
     def stop(self) -> np.ndarray:
-        """Stop and return everything recorded as int16 samples."""
+        """Stop and return everything recorded."""
         if self._proc is not None:
             end_process(self._proc)
             if self._thread is not None:
                 self._thread.join(5)
             self._proc = None
-        data = bytes(self._buf[: len(self._buf) // 2 * 2])
-        return np.frombuffer(data, dtype="<i2").copy()
+        return self.snapshot()
 
     def __enter__(self) -> Recorder:
         return self.start()

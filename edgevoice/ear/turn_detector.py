@@ -160,13 +160,14 @@ def load_turn_detector(cfg: TurnConfig, models_dir: Path) -> SmartTurn | None:
         return None
     problem = None
     path = resolve_turn_model(cfg.model, Path(models_dir))
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError as exc:
-        problem = (f"the learned end-of-turn detector needs onnxruntime ({exc}): "
-                   "`pip install onnxruntime`")
-    if problem is None and not path.is_file():
+    if not path.is_file():  # checked first: no start-up cost for onnxruntime without a model
         problem = f"no end-of-turn model at {path}: {PULL_TEXT}"
+    else:
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError as exc:
+            problem = (f"the learned end-of-turn detector needs onnxruntime ({exc}): "
+                       "`pip install onnxruntime`")
     if problem is None:
         try:
             return SmartTurn(path, threads=cfg.threads, max_audio_s=cfg.max_audio_s)

@@ -11,7 +11,6 @@ import os
 import queue
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ import yaml
 
 from edgevoice.errors import ConfigError, UserError
 from edgevoice.latency.rig import Port, die_with_parent
+from edgevoice.tray import agent_command
 
 
 def cpu_seconds(pid: int) -> float:
@@ -137,8 +137,7 @@ class Agent(Program):
         self.label, self.port = label, port
         self.events: list[dict] = []
         self.state = ""
-        cmd = [sys.executable, "-m", "edgevoice", "--config", str(config), "run", "--json",
-               *extra]
+        cmd = agent_command(str(config), "--json", *extra)
         super().__init__(cmd, env, workdir / f"agent-{label}.stderr")
 
     def poll(self, timeout: float = 0.0) -> Optional[dict]:

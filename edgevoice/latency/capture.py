@@ -8,85 +8,33 @@ analysed as soon as it is over. ``now()`` maps the wall clock onto the recording
 
 from __future__ import annotations
 
-import os
 import subprocess
-import threading
-import time
 import wave
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
-from edgevoice.devtools.pulse import end_process
+from edgevoice.devtools.pulse import Recorder
 from edgevoice.latency.rig import BUS, RATE, die_with_parent
 
 
-class BusRecorder:
+class BusRecorder(Recorder):
+    """The bus monitor, both channels (L = microphone, R = speaker), in its own session and
+    ended with the bench."""
+
     def __init__(self, env: dict[str, str], source: str = BUS + ".monitor",
                  rate: int = RATE) -> None:
-        self.env, self.source, self.rate = env, source, rate
-        self._buf = bytearray()
-        self._lock = threading.Lock()
-        self._proc: Optional[subprocess.Popen] = None
-        self._thread: Optional[threading.Thread] = None
-        self._first = threading.Event()
-        self._t0: Optional[float] = None  # monotonic time of the first byte
+        super().__init__(env, source, rate, channels=2, start_new_session=True,
+                         preexec_fn=die_with_parent)
 
     def start(self, timeout: float = 10.0) -> BusRecorder:
-        cmd = ["parec", "-d", self.source, "--raw", "--format=s16le", "--channels=2",
-               f"--rate={self.rate}", "--latency-msec=20"]
-        self._proc = subprocess.Popen(cmd, env=self.env, stdout=subprocess.PIPE,
-                                      stderr=subprocess.DEVNULL, start_new_session=True,
-                                      preexec_fn=die_with_parent)
-        self._thread = threading.Thread(target=self._pump, name="evlat-parec", daemon=True)
-        self._thread.start()
-        if not self._first.wait(timeout):
-            self.stop()
-            raise RuntimeError(f"parec got no data from {self.source} within {timeout:.0f} s")
+        super().start(timeout)
         return self
-
-    def _pump(self) -> None:
-        assert self._proc is not None and self._proc.stdout is not None
-        fd = self._proc.stdout.fileno()
-        while block := os.read(fd, 65536):
-            with self._lock:
-                if self._t0 is None:
-                    self._t0 = time.monotonic() - len(block) / 4 / self.rate
-                self._buf += block
-            self._first.set()
-
-    def frames(self) -> int:
-        with self._lock:
-            return len(self._buf) // 4
 
     def now(self) -> int:
         """The recording's index for this moment: the frames received so far."""
         return self.frames()
-
-    def snapshot(self, start: int = 0, stop: Optional[int] = None) -> np.ndarray:
-        """Frames [start, stop) recorded so far as an (n, 2) int16 array (L, R)."""
-        with self._lock:
-            n = len(self._buf) // 4
-            stop = n if stop is None else min(stop, n)
-            start = max(0, min(start, stop))
-            data = bytes(self._buf[start * 4:stop * 4])
-        return np.frombuffer(data, dtype="<i2").reshape(-1, 2).copy()
-
-    def stop(self) -> np.ndarray:
-        if self._proc is not None:
-            end_process(self._proc)
-            if self._thread is not None:
-                self._thread.join(5)
-            self._proc = None
-        return self.snapshot()
-
-    def __enter__(self) -> BusRecorder:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 @dataclass(frozen=True)

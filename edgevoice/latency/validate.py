@@ -10,7 +10,6 @@ floor within the tolerance: the floor is printed, never hidden.
 from __future__ import annotations
 
 import queue
-import sys
 import time
 
 import numpy as np
@@ -21,6 +20,7 @@ from edgevoice.latency.agent import Program
 from edgevoice.latency.capture import BusClip, play
 from edgevoice.latency.rig import RATE
 from edgevoice.latency.run import Options, Progress, Session, _ms, _s, _stderr
+from edgevoice.tray import python_main
 
 
 def run_validation(opts: Options, progress: Progress = _stderr) -> dict:
@@ -37,7 +37,7 @@ def run_validation(opts: Options, progress: Progress = _stderr) -> dict:
         session.start_rig(1)
         port = session.rig.ports[0]
         progress("starting the echo (parec -> queue -> pacat) in place of the agent")
-        echo = Program([sys.executable, "-m", "edgevoice.latency.echo"],
+        echo = Program(python_main("edgevoice.latency.echo"),
                        session.rig.env_for(port), session.workdir / "echo.stderr", stdin=True)
         session.stack.callback(echo.stop)
         _expect(echo, "ready", 15)
