@@ -29,7 +29,8 @@ smallest median delay whose cut-off rate is no higher than (a)'s on tuning (sear
 of each tuning example's pauses, ``decide``), then both splits are run for real with those
 values and reported (held-out was never looked at while choosing); text hints are also run
 at the plain detector's values (do they help at equal settings?). ``--bench N`` also times N
-calls (features + model) at 1 and 2 threads on a real clip.
+calls on a real clip: features alone (2 s and 8 s of audio), the ONNX run alone, and whole calls,
+at 1 and 2 threads.
 """
 
 from __future__ import annotations
@@ -268,34 +269,41 @@ def tune(tuning, traces: dict, infer_ms: float, hint: str, max_cutoff: float,
     return best, grid
 
 
+def _timed(fn, n: int) -> dict:
+    """Median wall and CPU ms of ``n`` calls of ``fn`` (after one warm-up call)."""
+    fn()
+    wall, cpu = [], []
+    for _ in range(n):
+        t, c = time.perf_counter(), time.process_time()
+        fn()
+        wall.append((time.perf_counter() - t) * 1000)
+        cpu.append((time.process_time() - c) * 1000)
+    return {"wall_ms_median": round(statistics.median(wall), 1),
+            "wall_ms_p90": round(float(np.percentile(wall, 90)), 1),
+            "cpu_ms_median": round(statistics.median(cpu), 1)}
+
+
 def bench(model: Path, n: int) -> dict:
+    """Where a detector call's time goes: the features (a 2 s utterance, whose window is mostly
+    padding, and a full 8 s one), the ONNX run alone, and a whole call, at 1 and 2 threads."""
     from edgevoice.audio.wavfile import read_audio
+    from edgevoice.ear.turn_detector import INPUT_NAME
     from edgevoice.ear.whisper_features import smart_turn_features
 
     folder = speech_dir()
     clip = folder / "pocketsphinx__librivox_sense_and_sensibility_0870.wav"
     audio = np.frombuffer(read_audio(clip).data, dtype="<i2")
-    out = {}
-    feats_ms = []
-    for _ in range(n):
-        t = time.perf_counter()
-        smart_turn_features(audio)
-        feats_ms.append((time.perf_counter() - t) * 1000)
-    out["features_ms"] = {"median": round(statistics.median(feats_ms), 1),
-                          "p90": round(float(np.percentile(feats_ms, 90)), 1)}
+    long = np.resize(audio, 8 * RATE)
+    out = {"clip_s": round(len(audio) / RATE, 2),
+           "features_2s": _timed(lambda: smart_turn_features(audio[-2 * RATE:]), n),
+           "features_8s": _timed(lambda: smart_turn_features(long), n)}
+    feats = smart_turn_features(audio)
     for threads in (1, 2):
         det = SmartTurn(model, threads=threads)
-        det.probability(audio)  # warm-up
-        wall, cpu = [], []
-        for _ in range(n):
-            t, c = time.perf_counter(), time.process_time()
-            det.probability(audio)
-            wall.append((time.perf_counter() - t) * 1000)
-            cpu.append((time.process_time() - c) * 1000)
-        out[f"threads{threads}"] = {
-            "wall_ms_median": round(statistics.median(wall), 1),
-            "wall_ms_p90": round(float(np.percentile(wall, 90)), 1),
-            "cpu_ms_median": round(statistics.median(cpu), 1)}
+        session = det._session
+        out[f"model_only_threads{threads}"] = _timed(
+            lambda s=session: s.run(None, {INPUT_NAME: feats}), n)
+        out[f"threads{threads}"] = _timed(lambda d=det: d.probability(audio), n)
     return out
 
 

@@ -67,6 +67,17 @@ class SmartTurn:
     one thread cost less CPU than two and was as fast or faster in 3 of 4 runs
     (``benchmarks/turn_eval.py --bench``); a call (features + model) took 85-175 ms of CPU
     there, far above the vendor's ~12 ms on CPUs with int8 dot-product instructions.
+
+    Where that time goes (onnxruntime's profiler, 2026-12): the model run is ~90-120 ms of CPU,
+    70 % of it in QLinearMatMul and QLinearSoftmax over a fixed 400-token sequence (the export
+    accepts exactly 800 feature frames, so shorter audio cannot be cheaper); the features cost
+    3 ms (2 s of speech) to 17 ms (8 s) since frames in the front padding are computed once and
+    no BLAS call is made (they were 27-36 ms, plus up to ~40 ms of waiting on OpenBLAS's
+    threads). Tried and dropped: 2 intra-op threads or spinning (more CPU, no faster on busy
+    cores), basic/extended optimisation (up to 2x slower), no memory arena, denormals as zero,
+    QDQ clean-up, int8 kept signed, approximate GELU (all within noise), and the QDQ nodes left
+    unfused so the weights run in float32 (``session.disable_quant_qdq``: 1.5x slower); no
+    float32 export is on PyPI (the ``pipecat-ai`` wheel ships only this int8 file).
     """
 
     def __init__(self, path: str | Path, *, threads: int = 1,
