@@ -252,6 +252,7 @@ def _router_for_targets(args):
                          remote_model=args.remote_model, policy=args.policy,
                          warn_missing=False)  # the table says it: no notice beside it
     prepare_targets(router, paths, calibrate_local=True, warn=False)
+    router.wait_for_background(10.0)  # the table reports what the warm-ups found
     for target in router.remotes:
         router.healthy(target)
     return router

@@ -150,6 +150,12 @@ class LlmConfig:
     first_audio_budget_ms: int = opt(
         1200, "auto policy: the longest acceptable predicted time to the first clause",
         unit="ms", min=100, max=60000)
+    hedge_after_ms: Optional[int] = opt(
+        None, "remote and auto policies: when the remote's first clause is this late, the local "
+        "model starts the same turn and the first to deliver a clause speaks; null = derived "
+        "per turn, max(2x predicted, predicted + 150 ms), 200 ms before anything was measured "
+        "(auto: both race at once); 0 = always race; 60000 = in effect never",
+        unit="ms", min=0, max=60000)
     temperature: float = opt(0.7, "sampling temperature", min=0.0, max=2.0)
     system_prompt: str = opt(
         "You are a helpful voice assistant. Answer in one to three short spoken sentences, "

@@ -31,10 +31,19 @@ def short(tmp_path):
     return ["--config", str(cfg)]
 
 
+@pytest.fixture
+def unhedged(tmp_path):
+    """As ``short``, with hedging off: the tiny local model is as fast as any remote here, so a
+    race (tests/test_hedge.py) could be won by either."""
+    cfg = tmp_path / "u.yaml"
+    cfg.write_text("llm:\n  max_tokens: 12\n  temperature: 0.0\n  hedge_after_ms: 60000\n")
+    return ["--config", str(cfg)]
+
+
 @pytest.mark.skipif(llama_server_missing() is not None, reason=str(llama_server_missing()))
-def test_answers_from_a_real_remote_llama_cpp_server(tiny_gguf, short):
+def test_answers_from_a_real_remote_llama_cpp_server(tiny_gguf, unhedged):
     with llama_server(tiny_gguf, alias="tiny") as server:
-        out, _ = ask(*short, "tell me a story", "--remote", server.url, "--remote-model",
+        out, _ = ask(*unhedged, "tell me a story", "--remote", server.url, "--remote-model",
                      "tiny", "--policy", "remote", "--llm-model", str(tiny_gguf))
     assert out.returncode == 0, out.stderr
     turn = json.loads(out.stdout)
@@ -54,8 +63,12 @@ def test_dead_remote_fails_over_to_local_within_3_s(tiny_gguf, short):
     assert "remote" in turn["route_reason"]
 
 
-@pytest.mark.parametrize("fault", [Reply(tokens=6, stall_after=3, interval_s=0.02),
-                                   Reply(tokens=6, cut_after=3, interval_s=0.02)],
+# The remote has spoken a first clause (six words: it won the hedge race) when it fails.
+SPOKEN = "w0 w1 w2 w3 w4 w5 w6 w7 "
+
+
+@pytest.mark.parametrize("fault", [Reply(tokens=12, stall_after=8, interval_s=0.005),
+                                   Reply(tokens=12, cut_after=8, interval_s=0.005)],
                          ids=["stall", "cut"])
 def test_mid_answer_failure_continues_on_local_without_repeating(tiny_gguf, short, fault):
     with FaultServer(default=fault) as server:
@@ -65,10 +78,11 @@ def test_mid_answer_failure_continues_on_local_without_repeating(tiny_gguf, shor
     turn = json.loads(out.stdout)
     fo = turn["failover"]
     assert (fo["from"], fo["to"]) == ("remote", "local") and turn["target"] == "local"
-    assert turn["reply"].startswith("w0 w1 w2 ")  # what the remote said is kept, once
-    assert turn["reply"].count("w0 ") == 1 and len(turn["reply"]) > len("w0 w1 w2 ")
-    assert fo["after_chars"] == len("w0 w1 w2 ")
+    assert turn["reply"].startswith(SPOKEN)  # what the remote said is kept, once
+    assert turn["reply"].count("w0 ") == 1 and len(turn["reply"]) > len(SPOKEN)
+    assert fo["after_chars"] == len(SPOKEN)
     assert fo["first_token_after_ms"] < 2000
+    assert turn["hedge"]["winner"] == "remote"  # it won the race, then failed; never raced
 
 
 def test_policy_local_sends_nothing_and_the_key_never_leaks(tiny_gguf, short, tmp_path):

@@ -6,6 +6,9 @@ and test_failover.py)."""
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
 from edgevoice.llm.estimates import CircuitBreaker, Estimates
@@ -80,7 +83,7 @@ def test_auto_prefers_local_within_budget_and_offloads_when_it_cannot_meet_it():
     assert route.fallbacks == (targets["cs3"],)
     router, targets, _ = _router("auto", cached=0, budget=1500)
     route = router.route(MESSAGES)
-    assert route.target is targets["cs3"] and "over the 1500 ms budget" in route.reason
+    assert route.chosen is targets["cs3"] and "over the 1500 ms budget" in route.reason
     assert route.fallbacks == (targets["local"],)
 
 
@@ -118,27 +121,93 @@ def test_policy_local_never_touches_a_remote():
 
 def test_policy_remote_falls_back_to_local_when_the_remote_is_down():
     router, targets, clock = _router("remote")
-    assert router.route(MESSAGES).target is targets["cs3"]
+    assert router.route(MESSAGES).chosen is targets["cs3"]
     router.record_failure(targets["cs3"], TargetError("stalled"))
-    assert router.route(MESSAGES).target is targets["cs3"]  # one failure: still closed
+    assert router.route(MESSAGES).chosen is targets["cs3"]  # one failure: still closed
     router.record_failure(targets["cs3"], TargetError("stalled"))
     route = router.route(MESSAGES)
     assert route.target is targets["local"] and "cs3 unavailable" in route.reason
     assert targets["cs3"].probes == 0  # open: not even probed during the cool-down
 
 
-def test_half_open_probe_closes_or_reopens_the_circuit():
+class SlowProbeTarget(Target):
+    """A remote whose probe blocks until the test releases it (a server trickling its
+    /v1/models): routing must not wait for it."""
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self.release = threading.Event()
+        self.probing = threading.Event()
+
+    def probe(self) -> None:
+        self.probing.set()
+        self.release.wait(10)
+        super().probe()
+
+
+def test_half_open_probe_runs_in_the_background_and_closes_or_reopens_the_circuit():
     router, targets, clock = _router("remote")
+    slow = targets["cs3"] = SlowProbeTarget("cs3", "openai")
     for _ in range(2):
-        router.record_failure(targets["cs3"], TargetError("refused"))
+        router.record_failure(slow, TargetError("refused"))
     clock.t += 11
-    targets["cs3"].probe_ok = False
+    assert router.breaker("cs3").state == "half-open"
+    slow.probe_ok = False
+    started = time.monotonic()
+    route = router.route(MESSAGES)           # starts the probe, does not wait for it
+    assert time.monotonic() - started < 0.5
+    assert route.target is targets["local"] and "cs3 unavailable" in route.reason
+    assert slow.probing.wait(2)
+    assert router.route(MESSAGES).target is targets["local"]  # still probing: one probe only
+    slow.release.set()
+    assert router.wait_for_background(2)
+    assert slow.probes == 1 and router.breaker("cs3").state == "open"
+    clock.t += 11
+    slow.probe_ok = True
+    assert router.route(MESSAGES).target is targets["local"]  # this turn starts the probe
+    assert router.wait_for_background(2)
+    assert router.breaker("cs3").state == "closed" and slow.probes == 2
+    assert router.route(MESSAGES).chosen is slow
+
+
+def test_a_failed_warm_up_opens_the_circuit_at_once_in_the_background():
+    router, targets, _ = _router("remote")
+    release = threading.Event()
+
+    def warm_up():
+        release.wait(5)
+        raise TargetError("cs3 at http://x/v1: no answer")
+
+    targets["cs3"].warm_up = warm_up
+    started = time.monotonic()
+    threads = router.warm_up_remotes(warn=False)
+    assert time.monotonic() - started < 0.5 and len(threads) == 1
+    assert router.route(MESSAGES).chosen is targets["cs3"]  # not known yet: hedged remote
+    release.set()
+    assert router.wait_for_background(2)
+    assert router.breaker("cs3").state == "open"  # one failure was enough
+    assert router.breaker("cs3").last_error == "cs3 at http://x/v1: no answer"
     assert router.route(MESSAGES).target is targets["local"]
-    assert targets["cs3"].probes == 1 and router.breaker("cs3").state == "open"
-    clock.t += 11
-    targets["cs3"].probe_ok = True
-    assert router.route(MESSAGES).target is targets["cs3"]
-    assert router.breaker("cs3").state == "closed"
+
+
+def test_remote_routes_are_hedged_with_a_derived_delay():
+    router, targets, _ = _router("remote")
+    route = router.route(MESSAGES)
+    predicted = route.predicted_ms["cs3"]
+    assert route.target.after_ms == pytest.approx(max(2 * predicted, predicted + 150))
+    assert "local races it after" in route.reason
+    router.estimates.pop("cs3")  # nothing measured: 200 ms under remote, a race under auto
+    assert router.route(MESSAGES).target.after_ms == 200
+    router, targets, _ = _router("auto", cached=0, budget=1500)
+    router.estimates.pop("cs3")
+    route = router.route(MESSAGES)
+    assert route.chosen is targets["cs3"] and route.target.after_ms == 0
+    assert "from the start" in route.reason
+    router.hedge_after_ms = 500  # llm.hedge_after_ms
+    assert router.route(MESSAGES).target.after_ms == 500
+    router, targets, _ = _router("remote", remote=True)
+    targets.pop("local")
+    assert router.route(MESSAGES).target is targets["cs3"]  # nobody to race it
 
 
 def test_rate_limit_reset_holds_the_circuit_open():

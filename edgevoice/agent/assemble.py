@@ -115,20 +115,25 @@ def make_router(cfg: Config, paths: Paths, llm_model: Optional[str], *,
                                   warn_missing=warn_missing))
         return targets
 
-    return Router(load, policy, cfg.llm.first_audio_budget_ms)
+    return Router(load, policy, cfg.llm.first_audio_budget_ms,
+                  hedge_after_ms=cfg.llm.hedge_after_ms)
 
 
 def prepare_targets(router: Router, paths: Paths, *, calibrate_local: bool | None = None,
                     warn: bool = True) -> None:
     """Warm every target up before the first turn; calibrate local speed for `auto`.
 
-    A remote that is down at start is not fatal: the failure counts towards opening its circuit
-    and the half-open probe brings it back later. ``warn=False`` logs that only at INFO, for a
-    caller that reports the turn's own failure (`edgevoice ask`: one sentence, not two).
+    Remotes warm up in the background (nothing waits on the network at start-up); one that
+    fails opens its circuit at once and the half-open probe brings it back later. ``warn=False``
+    logs that only at INFO, for a caller that reports the turn's own failure (`edgevoice ask`:
+    one sentence, not two).
     """
     from edgevoice.llm.protocol import TargetError
 
+    router.warm_up_remotes(warn=warn)
     for name, target in router.targets.items():
+        if target in router.remotes:
+            continue
         try:
             target.warm_up()
         except TargetError as exc:

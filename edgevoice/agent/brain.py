@@ -150,6 +150,7 @@ class Brain:
                     produced += delta
                     yield delta
             except TargetError as exc:
+                _copy_hedge(target, metrics)
                 self.router.record_failure(target, exc)
                 if turn.cancel.is_set():
                     return
@@ -165,6 +166,7 @@ class Brain:
                 metrics.route_reason += f"; {target.name} failed ({exc})"
                 continue
             stats = target.last_stats
+            _copy_hedge(target, metrics)
             self.router.record_success(target, stats)
             if stats is not None:
                 if stats.first_token_ms is not None:  # the first token may carry no text
@@ -210,6 +212,13 @@ def _no_answer_message(failures: list[tuple[str, str]], produced: str, *,
         fixes.append(f"install a local model with `{GET_MODEL_COMMAND}`")
     fix = f"; {', or '.join(fixes)}" if fixes else ""
     return f"{head}: {what}{fix}"
+
+
+def _copy_hedge(target, metrics) -> None:
+    """A hedged remote turn (llm/hedge.py): the winner answered it; the event says by how much."""
+    outcome = getattr(target, "outcome", None)
+    if outcome is not None:
+        metrics.target, metrics.hedge = outcome.winner, outcome.as_dict()
 
 
 def _can_continue(target) -> bool:

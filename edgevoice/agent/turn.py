@@ -35,6 +35,7 @@ class TurnMetrics:
     evaluated_tokens: Optional[int] = None
     completion_tokens: Optional[int] = None
     failover: Optional[dict] = None  # from, to, reason, at (monotonic), first_token_after_ms
+    hedge: Optional[dict] = None  # a raced remote turn: winner, loser, by how much (llm/hedge.py)
     speculation: Optional[dict] = None  # read ahead while the user spoke (agent/speculation.py)
     error: Optional[str] = None  # why no target answered (or the answer was cut), one sentence
 
@@ -95,6 +96,8 @@ class Turn:
             event["tokens"] = tokens
         if m.failover:
             event["failover"] = {k: v for k, v in m.failover.items() if k != "at"}
+        if m.hedge:
+            event["hedge"] = dict(m.hedge)
         if m.speculation:
             event["speculation"] = dict(m.speculation)
         if m.error:

@@ -58,7 +58,9 @@ class Reply:
     body after the tokens). ``reasoning`` deltas (``delta.reasoning``, as reasoning models
     send them, ``interval_s`` apart) come before the first token. ``status`` other than 200
     answers with ``body`` (default: an OpenAI error JSON) and ``headers``. ``cerebras`` adds
-    ``usage`` and ``time_info`` to the last chunk.
+    ``usage`` and ``time_info`` to the last chunk (``time_info_extra`` merged into it).
+    ``texts`` replaces the token texts (a lone surrogate, control characters: whatever JSON can
+    carry); ``trickle_bytes_s`` sends the whole body one byte at a time, that far apart.
     """
 
     tokens: int = 3
@@ -81,6 +83,9 @@ class Reply:
     reasoning: int = 0
     finish_reason: Optional[str] = "stop"
     done: bool = True
+    texts: Optional[tuple[str, ...]] = None
+    time_info_extra: dict[str, Any] = field(default_factory=dict)
+    trickle_bytes_s: Optional[float] = None
 
 
 def token_text(i: int) -> str:
@@ -190,6 +195,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Http
 
+    _trickle_s: Optional[float] = None
+
     def setup(self) -> None:
         self.owner = self.server.owner
         self.timeout = self.owner.keepalive_s
@@ -260,6 +267,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _chunk(self, data: bytes, record: RequestRecord) -> bool:
         try:
+            if self._trickle_s and data:
+                for i in range(len(data)):
+                    if not self._wait(self._trickle_s, record):
+                        return False
+                    self.wfile.write(b"1\r\n%s\r\n" % data[i:i + 1])
+                    self.wfile.flush()
+                return True
             self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
             return True
         except OSError:
@@ -276,7 +290,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802
         record = self._record(None)
         try:
-            if not self._authorized():
+            trickle = self.owner.models_trickle_s
+            if trickle and self.path.rstrip("/") == "/v1/models":
+                self._trickle_models(trickle, record)
+            elif not self._authorized():
                 self._send_json(401, {"error": {"message": "Wrong API Key",
                                                 "type": "invalid_request_error"}})
             elif self.path.rstrip("/") == "/v1/models" and self.owner.models_status == 200:
@@ -290,6 +307,25 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self._send_json(404, {"error": {"message": f"no route {self.path}"}})
         finally:
             record.finished.set()
+
+    def _trickle_models(self, interval_s: float, record: RequestRecord) -> None:
+        """A valid model list, one byte per ``interval_s`` (headers at once)."""
+        models = [{"id": m, "object": "model"} for m in self.owner.models]
+        data = json.dumps({"object": "list", "data": models}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.flush()
+        for i in range(len(data)):
+            if not self._wait(interval_s, record):
+                return
+            try:
+                self.wfile.write(data[i:i + 1])
+                self.wfile.flush()
+            except OSError:
+                self._gone(record)
+                return
 
     def do_POST(self) -> None:  # noqa: N802
         length = int(self.headers.get("Content-Length") or 0)
@@ -314,6 +350,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             record.finished.set()
 
     def _chat(self, reply: Reply, record: RequestRecord, body: Any) -> None:
+        self._trickle_s = reply.trickle_bytes_s
         if reply.headers_delay_s and not self._wait(reply.headers_delay_s, record):
             return
         if reply.status != 200:
@@ -356,7 +393,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             delay = reply.first_token_delay_s if i == 0 else reply.interval_s
             if delay and not self._wait(delay, record):
                 return
-            if not self._event(chunk({"content": token_text(i)}), record):
+            text = reply.texts[i % len(reply.texts)] if reply.texts else token_text(i)
+            if not self._event(chunk({"content": text}), record):
                 return
             record.tokens_sent += 1
         n = reply.tokens
@@ -382,7 +420,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             extra["time_info"] = {"queue_time": 0.000123, "prompt_time": 0.0021,
                                   "completion_time": round(elapsed, 6),
                                   "total_time": round(elapsed + 0.002223, 6),
-                                  "created": time.time()}
+                                  "created": time.time(), **reply.time_info_extra}
         if reply.finish_reason is not None or extra:
             if not self._event(chunk({}, reply.finish_reason, **extra), record):
                 return
@@ -435,6 +473,8 @@ class FaultServer:
         self.model = models[0] if models else "fault-model"
         self.api_key = api_key
         self.models_status = 200
+        self.models_trickle_s: Optional[float] = None
+        """Send ``GET /v1/models`` one byte per this many seconds (a dying proxy, a bad link)."""
         self.default = default or Reply()
         self.max_hang_s = max_hang_s
         self.keepalive_s = keepalive_s  # an idle kept-alive connection is closed after this
@@ -536,6 +576,63 @@ class FaultServer:
             return self._script.popleft() if self._script else self.default
 
 
+# -- servers that barely exist -------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def silent_listener() -> Iterator[str]:
+    """A loopback port whose connections are accepted (by the kernel's backlog) and then never
+    read or answered: the base URL, ``http://127.0.0.1:PORT/v1``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+
+
+@contextlib.contextmanager
+def trickling_tls_server(interval_s: float = 0.1, max_s: float = 30.0) -> Iterator[str]:
+    """A loopback server that answers a TLS ClientHello with a record header announcing 16 KB
+    and then sends it one byte per ``interval_s``: a handshake that never ends, though bytes
+    keep coming (per-read timeouts never fire). The base URL, ``https://127.0.0.1:PORT/v1``."""
+    stop = threading.Event()
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    server.settimeout(0.1)
+
+    def serve(conn: socket.socket) -> None:
+        end = time.monotonic() + max_s
+        with conn:
+            try:
+                conn.settimeout(1.0)
+                conn.recv(4096)  # the ClientHello
+                conn.sendall(b"\x16\x03\x03\x40\x00")  # a handshake record of 16384 bytes
+                while not stop.is_set() and time.monotonic() < end:
+                    time.sleep(interval_s)
+                    conn.sendall(b"\x00")
+            except OSError:
+                pass
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=accept, name="trickling-tls", daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{server.getsockname()[1]}/v1"
+    finally:
+        stop.set()
+        thread.join(2.0)
+        server.close()
+
+
 # -- llama.cpp's own server --------------------------------------------------------------------
 
 LLAMA_SERVER_MODULES = ("uvicorn", "fastapi", "sse_starlette", "starlette_context",
@@ -571,17 +668,20 @@ class LlamaServer:
 @contextlib.contextmanager
 def llama_server(model: Path, alias: str = "tiny", *, n_ctx: int = 512,
                  api_key: Optional[str] = None, start_timeout_s: float = 60.0,
-                 extra_args: tuple[str, ...] = ()) -> Iterator[LlamaServer]:
+                 extra_args: tuple[str, ...] = (), host: str = "127.0.0.1",
+                 prefix: tuple[str, ...] = ()) -> Iterator[LlamaServer]:
     """Run ``python -m llama_cpp.server`` on a free loopback port until the block ends.
 
-    Waits until ``GET /v1/models`` answers; raises ``RuntimeError`` with the end of the server's
-    log when it exits or does not answer within ``start_timeout_s``.
+    ``prefix`` goes before the command (``("ip", "netns", "exec", NS)``: the server runs in a
+    network namespace a test made, listening on ``host`` there). Waits until ``GET /v1/models``
+    answers; raises ``RuntimeError`` with the end of the server's log when it exits or does not
+    answer within ``start_timeout_s``.
     """
     port = free_port()
     fd, log_name = tempfile.mkstemp(prefix="llama-server-", suffix=".log")
     log_path = Path(log_name)
-    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(model),
-               "--host", "127.0.0.1", "--port", str(port), "--model_alias", alias,
+    command = [*prefix, sys.executable, "-m", "llama_cpp.server", "--model", str(model),
+               "--host", host, "--port", str(port), "--model_alias", alias,
                "--n_ctx", str(n_ctx), "--interrupt_requests", "false", *extra_args]
     if api_key is not None:
         command += ["--api_key", api_key]
@@ -589,8 +689,9 @@ def llama_server(model: Path, alias: str = "tiny", *, n_ctx: int = 512,
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log_file,
                                    stderr=subprocess.STDOUT)
     try:
-        _wait_until_serving(process, port, api_key, start_timeout_s, log_path)
-        yield LlamaServer(f"http://127.0.0.1:{port}/v1", port, alias, process, log_path)
+        _wait_until_serving(process, host, port, api_key, start_timeout_s, log_path)
+        shown = f"[{host}]" if ":" in host else host
+        yield LlamaServer(f"http://{shown}:{port}/v1", port, alias, process, log_path)
     finally:
         process.terminate()
         try:
@@ -602,15 +703,15 @@ def llama_server(model: Path, alias: str = "tiny", *, n_ctx: int = 512,
             log_path.unlink()
 
 
-def _wait_until_serving(process: subprocess.Popen, port: int, api_key: Optional[str],
-                        timeout_s: float, log_path: Path) -> None:
+def _wait_until_serving(process: subprocess.Popen, host: str, port: int,
+                        api_key: Optional[str], timeout_s: float, log_path: Path) -> None:
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     end = time.monotonic() + timeout_s
     while time.monotonic() < end:
         if process.poll() is not None:
             raise RuntimeError(f"llama.cpp's server exited with {process.returncode}: "
                                f"{_tail(log_path)}")
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2.0)
+        conn = http.client.HTTPConnection(host, port, timeout=2.0)
         try:
             conn.request("GET", "/v1/models", headers=headers)
             if conn.getresponse().status == 200:

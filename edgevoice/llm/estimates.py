@@ -111,6 +111,14 @@ class CircuitBreaker:
         self.opened_at = self.open_until = None
         self.last_error = ""
 
+    def trip(self, reason: str, retry_after_s: Optional[float] = None) -> None:
+        """Open at once, whatever the count: a remote that failed its warm-up is not offered
+        turns to fail a second time."""
+        self.consecutive = max(self.consecutive + 1, self.threshold)
+        self.last_error = reason
+        now = self.clock()
+        self.opened_at, self.open_until = now, now + max(self.cooldown_s, retry_after_s or 0.0)
+
     def failure(self, reason: str, retry_after_s: Optional[float] = None) -> None:
         self.consecutive += 1
         self.last_error = reason

@@ -26,6 +26,7 @@ uses a second, short-lived one).
 from __future__ import annotations
 
 import email.utils
+import errno
 import http.client
 import json
 import logging
@@ -47,6 +48,7 @@ from edgevoice.config import RemoteConfig
 from edgevoice.errors import ConfigError
 from edgevoice.llm.chat_template import SYSTEM_FOLD_SEPARATOR
 from edgevoice.llm.protocol import Message, StreamStats, TargetError, TargetInfo
+from edgevoice.llm.safe_text import for_log, speakable
 from edgevoice.llm.sse import SseDecoder, SseError, SseEvent
 
 log = logging.getLogger(__name__)
@@ -190,6 +192,55 @@ class _Watchdog:
     def stop(self) -> None:
         with self._lock:
             self._done = True
+
+
+def _connect(sock: socket.socket, address: Any, deadline: float,
+             cancel: Optional[threading.Event]) -> None:
+    """TCP connect by the deadline, given up within ~20 ms of ``cancel`` (a blocking connect
+    cannot be interrupted: a SYN into a dead network would hold its thread to the end)."""
+    sock.setblocking(False)
+    err = sock.connect_ex(address)
+    while err in (errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EALREADY):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("connect deadline")
+        if cancel is not None and cancel.is_set():
+            raise OSError(errno.ECANCELED, "cancelled")
+        _, writable, _ = select.select([], [sock], [], min(left, 0.02))
+        if writable:
+            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if err:
+        raise OSError(err, os.strerror(err))
+    sock.settimeout(max(deadline - time.monotonic(), 0.001))
+
+
+class _ResolveTimeout(TimeoutError):
+    """Name resolution did not finish before the connect deadline."""
+
+
+def _resolve(host: str, port: int, deadline: float) -> list[tuple]:
+    """``getaddrinfo`` within the deadline. The resolver cannot be interrupted, so a slow one
+    runs on a daemon thread that is left to finish on its own (it holds no socket of ours)."""
+    try:
+        return socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM, 0, socket.AI_NUMERICHOST)
+    except socket.gaierror:
+        pass  # a name, not an address
+    result: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            result["addresses"] = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
+        except OSError as exc:
+            result["error"] = exc
+
+    thread = threading.Thread(target=run, name="remote-resolve", daemon=True)
+    thread.start()
+    thread.join(max(0.0, deadline - time.monotonic()))
+    if "error" in result:
+        raise result["error"]
+    if "addresses" not in result:
+        raise _ResolveTimeout(f"resolving {host}")
+    return result["addresses"]
 
 
 def _dropped(sock: socket.socket) -> bool:
@@ -345,14 +396,24 @@ class OpenAITarget:
 
     def _error(self, kind: ErrorKind, what: str, *, status: Optional[int] = None,
                retry_after: Optional[float] = None) -> RemoteTargetError:
-        message = f"{self.name} at {self.url}: {what}"
-        if self._api_key is not None:
-            message = message.replace(self._api_key.reveal(), "***")
+        # Server-chosen text (error bodies, model ids, content types) is escaped and the key
+        # redacted here, once: the message goes to logs, route_reason and failover.reason.
+        message = for_log(f"{self.name} at {self.url}: {what}", self._secrets(), limit=600)
         return RemoteTargetError(message, kind=kind, url=self.url, status=status,
                                  retry_after_s=retry_after)
 
+    def _secrets(self) -> tuple[str, ...]:
+        return (self._api_key.reveal(),) if self._api_key is not None else ()
+
+    def _safe(self, text: object, limit: int = 200) -> str:
+        """A server-chosen string fit for a log line (escaped, key redacted, shortened)."""
+        return for_log(text, self._secrets(), limit)
+
     def _connect_error(self, exc: BaseException) -> RemoteTargetError:
         where = f"{self._host}:{self._port}"
+        if isinstance(exc, _ResolveTimeout):
+            return self._error("connect", f"cannot resolve host {self._host} within "
+                                          f"{self._cfg.connect_timeout_s:g} s (connect_timeout_s)")
         if isinstance(exc, ssl.SSLCertVerificationError):
             fix = (f"the CA in ca_bundle ({self._cfg.ca_bundle}) did not sign it"
                    if self._cfg.ca_bundle else
@@ -401,18 +462,15 @@ class OpenAITarget:
 
     # -- connections ---------------------------------------------------------------------------
 
-    def _open(self) -> http.client.HTTPConnection:
+    def _open(self, cancel: Optional[threading.Event] = None) -> http.client.HTTPConnection:
+        """A new connection within ``connect_timeout_s`` in total: name resolution, TCP to each
+        address in turn and the TLS handshake share one deadline."""
         timeout = self._cfg.connect_timeout_s
-        conn: http.client.HTTPConnection
-        if self._https:
-            conn = http.client.HTTPSConnection(self._host, self._port, timeout=timeout,
-                                               context=self._ssl)
-        else:
-            conn = http.client.HTTPConnection(self._host, self._port, timeout=timeout)
+        conn = http.client.HTTPConnection(self._host, self._port, timeout=timeout)
         conn.auto_open = 0  # type: ignore[attr-defined]  # we connect, count and time it
         start = time.perf_counter()
         try:
-            conn.connect()
+            conn.sock = self._connect_socket(time.monotonic() + timeout, cancel)
         except (OSError, ssl.SSLError) as exc:
             conn.close()
             raise self._connect_error(exc) from None
@@ -423,7 +481,46 @@ class OpenAITarget:
                   self.last_connect_ms, " (TLS)" if self._https else "")
         return conn
 
-    def _checkout(self) -> http.client.HTTPConnection:
+    def _connect_socket(self, deadline: float,
+                        cancel: Optional[threading.Event]) -> socket.socket:
+        last: Optional[BaseException] = None
+        for family, kind, proto, _name, address in _resolve(self._host, self._port, deadline):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            sock = socket.socket(family, kind, proto)
+            try:
+                _connect(sock, address, deadline, cancel)
+                if self._ssl is None:
+                    return sock
+                # The handshake is many reads: the watchdog bounds them together.
+                guard = _Watchdog(sock, cancel or threading.Event(), deadline)
+                try:
+                    sock.settimeout(max(deadline - time.monotonic(), 0.001))
+                    wrapped = self._ssl.wrap_socket(sock, server_hostname=self._host)
+                except (OSError, ssl.SSLError):
+                    if guard.fired is not None:
+                        raise TimeoutError("TLS handshake past the deadline") from None
+                    raise
+                finally:
+                    guard.stop()
+                if guard.fired is not None:
+                    wrapped.close()
+                    raise TimeoutError("TLS handshake past the deadline")
+                return wrapped
+            except TimeoutError:
+                sock.close()
+                raise
+            except (OSError, ssl.SSLError) as exc:
+                sock.close()
+                if isinstance(exc, ssl.SSLError):
+                    raise
+                last = exc
+        if last is not None:
+            raise last
+        raise TimeoutError("connect deadline")
+
+    def _checkout(self, cancel: Optional[threading.Event] = None) -> http.client.HTTPConnection:
         """The kept-alive connection if it is idle and still open, else a new one."""
         with self._lock:
             if self._closed:
@@ -435,8 +532,11 @@ class OpenAITarget:
             conn = None
         self.reused_connection = conn is not None
         if conn is None:
-            conn = self._open()
+            conn = self._open(cancel)
         with self._lock:
+            if self._closed:
+                conn.close()
+                raise self._error("closed", "the target is closed")
             self._active.add(conn.sock)
         return conn
 
@@ -463,7 +563,8 @@ class OpenAITarget:
 
     def _note_rate_limits(self, resp: http.client.HTTPResponse) -> dict[str, str]:
         headers = {k.lower(): v for k, v in resp.getheaders()}
-        limits = {k: v for k, v in headers.items() if k.startswith("x-ratelimit-")}
+        limits = {self._safe(k, 80): self._safe(v, 80) for k, v in headers.items()
+                  if k.startswith("x-ratelimit-")}
         if limits:
             self.rate_limits = limits
         return headers
@@ -541,20 +642,32 @@ class OpenAITarget:
         conn = self._checkout()
         sock = conn.sock
         reusable = False
+        limit_s = self._cfg.first_token_timeout_s
+        # One deadline for the whole answer: a per-read timeout would let a server that sends a
+        # byte a second hold the caller for as long as it likes.
+        watchdog = _Watchdog(sock, threading.Event(), time.monotonic() + limit_s)
         try:
-            sock.settimeout(self._cfg.first_token_timeout_s)
+            sock.settimeout(limit_s + 1.0)  # a backstop: the watchdog ends every wait
             start = time.perf_counter()
             try:
                 conn.request("GET", self._path("/models"),
                              headers=self._headers("application/json", body=False))
                 resp = conn.getresponse()
                 raw = resp.read(MAX_MODELS_BODY + 1)
-            except TimeoutError:
-                raise self._error("timeout", f"no answer to GET /models within "
-                                  f"{self._cfg.first_token_timeout_s:g} s") from None
-            except (OSError, http.client.HTTPException) as exc:
+            except (OSError, http.client.HTTPException, ValueError) as exc:
+                watchdog.stop()
+                if self._closed:
+                    raise self._error("closed", "the target was closed during GET /models") \
+                        from None
+                if watchdog.fired == "deadline" or isinstance(exc, TimeoutError):
+                    raise self._error("timeout", f"no complete answer to GET /models within "
+                                      f"{limit_s:g} s") from None
                 raise self._error("cut", f"the connection failed during GET /models "
                                   f"({_describe_exc(exc)})") from None
+            watchdog.stop()
+            if watchdog.fired is not None:
+                raise self._error("timeout", f"no complete answer to GET /models within "
+                                  f"{limit_s:g} s")
             rtt = (time.perf_counter() - start) * 1000.0
             headers = self._note_rate_limits(resp)
             reusable = resp.isclosed() and not resp.will_close
@@ -566,6 +679,7 @@ class OpenAITarget:
             else:
                 self._check_model(raw)
         finally:
+            watchdog.stop()
             self._checkin(conn, sock, reusable)
         self.last_probe_ms = rtt
         return rtt
@@ -573,7 +687,8 @@ class OpenAITarget:
     def _check_model(self, raw: bytes) -> None:
         try:
             data = json.loads(raw)
-            models = [str(m["id"]) for m in data["data"] if isinstance(m, dict) and "id" in m]
+            models = [self._safe(m["id"], 120) for m in data["data"]
+                      if isinstance(m, dict) and "id" in m]
         except (ValueError, KeyError, TypeError):
             raise self._error("protocol", "GET /models did not answer with an OpenAI model "
                               "list") from None
@@ -622,7 +737,13 @@ class OpenAITarget:
                 return
             body = self._body(messages)
             self.last_connect_ms = None
-            conn = self._checkout()
+            try:
+                conn = self._checkout(cancel)
+            except RemoteTargetError:
+                if cancel.is_set():  # cancelled while connecting: not the server's failure
+                    stats.finish_reason = "cancelled"
+                    return
+                raise
             sock = conn.sock
             watchdog = _Watchdog(sock, cancel, time.monotonic() + cfg.first_token_timeout_s)
             reusable = False
@@ -818,7 +939,8 @@ class OpenAITarget:
         if isinstance(data.get("usage"), dict):
             self.last_usage = data["usage"]
         if isinstance(data.get("time_info"), dict):
-            self.last_time_info = data["time_info"]
+            # Server-named keys: one echoing the API key must not carry it any further.
+            self.last_time_info = {self._safe(k, 40): v for k, v in data["time_info"].items()}
         choices = data.get("choices")
         if choices is None:
             if "usage" in data or "time_info" in data:
@@ -836,6 +958,8 @@ class OpenAITarget:
             if not isinstance(delta, dict):
                 continue
             content = delta.get("content")
+            if isinstance(content, str):
+                content = speakable(content)  # lone surrogates, control characters
             if isinstance(content, str) and content:
                 text += content
                 run.active = run.progress = True
@@ -885,9 +1009,10 @@ class OpenAITarget:
         server = self.last_time_info or {}
         server_txt = ""
         if server:
-            parts = [f"{k.removesuffix('_time')} {float(v) * 1000:.0f} ms"
+            parts = [f"{str(k).removesuffix('_time')} {float(v) * 1000:.0f} ms"
                      for k, v in server.items()
-                     if k.endswith("_time") and isinstance(v, (int, float))]
+                     if str(k).endswith("_time") and isinstance(v, (int, float))
+                     and math.isfinite(float(v))]
             server_txt = f"; server {', '.join(parts)}"
         log.info("%s: first token %s; %d tokens in %.0f ms%s; %s%s%s", self.name,
                  "-" if stats.first_token_ms is None else f"{stats.first_token_ms:.0f} ms",
