@@ -135,8 +135,8 @@ class LlmConfig:
 
     model: Optional[str] = opt(
         None, "GGUF file (path) or a catalog name (`edgevoice models list`, e.g. gemma-3-1b-it); "
-        "null = gemma-2-2b-it-Q4_K_M.gguf in the models dir if there, else none (built-in "
-        "intents only)")
+        "null = gemma-4-E2B-it-Q4_K_M.gguf (gemma-4-e2b-it) in the models dir if there, else "
+        "none (built-in intents only)")
     n_ctx: int = opt(4096, "context window", unit="tokens", min=256, max=131072)
     threads: int = opt(0, "decode threads; 0 = all cores but one (the audio path keeps one)", min=0,
                        max=256)
@@ -157,6 +157,9 @@ class LlmConfig:
         "(auto: both race at once); 0 = always race; 60000 = in effect never",
         unit="ms", min=0, max=60000)
     temperature: float = opt(0.7, "sampling temperature", min=0.0, max=2.0)
+    thinking: bool = opt(
+        False, "let a model that can think (Gemma 4) reason before it answers: better answers to "
+        "hard questions, seconds more before the first word; the thoughts are never spoken")
     system_prompt: str = opt(
         "You are a helpful voice assistant. Answer in one to three short spoken sentences, "
         "without lists or markdown.",

@@ -471,6 +471,21 @@ def check_llm_model(cfg: Config, paths: Paths) -> list[Check]:
                             f"architecture {arch}, {info['tensors']} tensors)")]
 
 
+def check_model_fit(cfg: Config, paths: Paths) -> list[Check]:
+    """Which catalog language model suits this machine (RAM, cores, a short calibration of the
+    installed model, cached), or whether a remote target is the better plan (``llm.fit``)."""
+    from edgevoice.agent.assemble import resolve_llm_model
+    from edgevoice.llm.fit import recommend
+    from edgevoice.modelstore.catalog import load_catalog
+
+    path = resolve_llm_model(cfg.llm, paths, None)
+    status, detail, fix = recommend(
+        path if path is not None and path.is_file() else None, cfg.llm,
+        paths.cache / "calibration.json", load_catalog(None).entries,
+        remote_configured=bool(cfg.remotes))
+    return [ok("model-fit", detail) if status == "ok" else warn("model-fit", detail, fix)]
+
+
 def check_turn_model(cfg: Config, paths: Paths) -> list[Check]:
     """The learned end-of-turn detector (`turn.detector`): onnxruntime and the Smart Turn model;
     a problem fails under `on` and warns under `auto` (turns then end after silence alone)."""
@@ -773,6 +788,7 @@ def run_checks(config_path: Optional[str] = None, *, remotes: Sequence[tuple[str
                  + _guard("pocketsphinx", check_pocketsphinx)
                  + _guard("vosk", lambda: check_vosk(cfg, paths))
                  + _guard("llm-model", lambda: check_llm_model(cfg, paths))
+                 + _guard("model-fit", lambda: check_model_fit(cfg, paths))
                  + _guard("turn-model", lambda: check_turn_model(cfg, paths))
                  + _guard("cpu", lambda: check_cpu(cfg))
                  + _guard("llama-cpp", lambda: check_llama_cpp(cfg)))

@@ -27,6 +27,30 @@ def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tiny_gemma2(tmp_path_factory.mktemp("gguf") / "tiny-gemma2.gguf")
 
 
+@pytest.fixture(scope="session")
+def tiny_gemma4_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Gemma 4 GGUF (arch ``gemma4``: per-layer embeddings, sliding pattern,
+    shared-KV layers, thought-channel tokens) with a Gemma 4 chat template; loads in ~60 ms."""
+    pytest.importorskip(
+        "gguf", reason="gguf is not installed (test extra: pip install -e '.[test]')"
+    )
+    from edgevoice.devtools.gguf_gemma4 import write_tiny_gemma4
+
+    return write_tiny_gemma4(tmp_path_factory.mktemp("gguf") / "tiny-gemma4.gguf")
+
+
+@pytest.fixture(scope="session")
+def chatty_gemma4_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny Gemma 4, made to emit its thought-channel markers often (tests of filtering)."""
+    pytest.importorskip(
+        "gguf", reason="gguf is not installed (test extra: pip install -e '.[test]')"
+    )
+    from edgevoice.devtools.gguf_gemma4 import write_tiny_gemma4
+
+    path = tmp_path_factory.mktemp("gguf") / "chatty-gemma4.gguf"
+    return write_tiny_gemma4(path, chatty_thoughts=True)
+
+
 @pytest.fixture
 def pulse() -> Iterator[pulse_helpers.PulseServer]:
     """A private PulseAudio server with null sinks ``vmic`` and ``vspk``.

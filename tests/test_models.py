@@ -251,8 +251,11 @@ def test_bundled_catalog_is_valid_shipped_and_equal_to_the_repo_copy():
     assert small.sha256 == VOSK_SMALL_SHA and small.size == 41_205_931
     assert small.archive == "zip" and small.kind == "asr"
     assert names["gemma-2-2b-it"].target == "gemma-2-2b-it-Q4_K_M.gguf"  # the default GGUF
+    default = names["gemma-4-e2b-it"]  # Gemma 4 is Apache-2.0: no terms to accept
+    assert default.is_default and default.license.id == "apache-2.0" and default.sha256
+    assert "/resolve/main/" not in default.url and default.memory
     for e in catalog.entries:
-        if e.name.startswith("gemma"):
+        if e.name.startswith(("gemma-2", "gemma-3")):
             assert e.kind == "llm" and e.license.id == "gemma" and e.license.accept
             assert "ai.google.dev/gemma/terms" in e.license.url
         assert e.url.startswith("https://")
@@ -627,7 +630,7 @@ def test_list_json_schema(server, tmp_path):
              "sha256": (str, type(None)), "pinned_sha256": (str, type(None)),
              "license": (dict, type(None)), "status": str, "installed": bool, "path": str,
              "installed_bytes": (int, type(None)), "partial_bytes": (int, type(None)),
-             "in_catalog": bool}
+             "in_catalog": bool, "memory": (int, type(None)), "default": bool}
     for row in doc["models"]:
         assert set(row) == set(types), set(row) ^ set(types)
         for key, tp in types.items():

@@ -13,9 +13,11 @@ from edgevoice.llm.router import Router
 
 log = logging.getLogger(__name__)
 
-DEFAULT_GGUF = "gemma-2-2b-it-Q4_K_M.gguf"
+DEFAULT_GGUF = "gemma-4-E2B-it-Q4_K_M.gguf"  # the catalog's gemma-4-e2b-it (DEFAULT_LLM)
+EARLIER_DEFAULT_GGUFS = ("gemma-2-2b-it-Q4_K_M.gguf",)
+"""Used when the default is not there but an earlier release's default was downloaded."""
 GET_MODEL_HINT = (
-    "run `edgevoice models pull gemma-2-2b-it` (1.7 GB, Gemma Terms of Use) to get "
+    "run `edgevoice models pull gemma-4-e2b-it` (3.1 GB, Apache-2.0) to get "
     f"{DEFAULT_GGUF} into {{models}}, or set `llm.model` / --llm-model to a .gguf file "
     "or a catalog name (`edgevoice models list`)"
 )
@@ -32,8 +34,10 @@ def resolve_llm_model(llm: LlmConfig, paths: Paths, override: Optional[str]) -> 
         from edgevoice.modelstore.resolve import resolve_model
 
         return resolve_model(name, "llm", paths)  # a path, or a catalog name (never downloads)
-    default = paths.models / DEFAULT_GGUF
-    return default if default.is_file() else None
+    for name in (DEFAULT_GGUF, *EARLIER_DEFAULT_GGUFS):
+        if (paths.models / name).is_file():
+            return paths.models / name
+    return None
 
 
 def load_local(cfg: Config, paths: Paths, llm_model: Optional[str], *,

@@ -73,7 +73,7 @@ ANSWERS: dict[str, Callable[[_dt.datetime], str]] = {
     "date": _spoken_date,
 }
 
-GET_MODEL_COMMAND = "edgevoice models pull gemma-2-2b-it"
+GET_MODEL_COMMAND = "edgevoice models pull gemma-4-e2b-it"
 """The one fix for "no language model": the reply below and the CLI's hint both give it."""
 
 NO_MODEL_REPLY = (

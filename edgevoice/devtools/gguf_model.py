@@ -8,8 +8,12 @@ compute cost depends on shapes, not on weight values.
 ``gguf`` (a test-only dependency), ``numpy`` and ``llama_cpp`` are imported inside the functions,
 so importing this module costs nothing.
 
-    python -m edgevoice.devtools.gguf_model tiny OUT.gguf
-    python -m edgevoice.devtools.gguf_model twin OUT.gguf [--quant Q4_K_M]
+    python -m edgevoice.devtools.gguf_model tiny OUT.gguf [--arch gemma2|gemma4]
+    python -m edgevoice.devtools.gguf_model twin OUT.gguf [--shape gemma-2-2b|gemma-4-e2b]
+                                                          [--quant Q4_K_M]
+
+Gemma 4 (arch ``gemma4``: per-layer embeddings, shared KV, sliding pattern) lives in
+``gguf_gemma4``; this module has the shared parts and the command line.
 """
 
 from __future__ import annotations
@@ -121,18 +125,22 @@ def _pseudo_word(i: int) -> str:
     return SPACE + "".join(syllables)
 
 
-def build_vocab(n_vocab: int | None = None) -> Vocab:
+def build_vocab(n_vocab: int | None = None, *, specials: tuple[str, ...] = SPECIAL_TOKENS,
+                user_defined: tuple[str, ...] = ()) -> Vocab:
     """A SentencePiece ("llama") vocabulary laid out like Gemma's, padded to ``n_vocab``.
 
     llama.cpp needs all 256 ``<0xXX>`` byte tokens (byte fallback, or tokenizing throws) and the
-    chat control tokens. Its SPM tokenizer only merges a pair of symbols into a piece that exists,
-    so every word piece comes with all its prefixes (▁t, ▁th, ▁the). Padding tokens are
-    pronounceable pseudo-words that text never tokenizes into (their prefixes are missing).
+    chat control tokens (``specials``, CONTROL; pad/eos/bos/unk first). ``user_defined`` tokens
+    are specials that llama.cpp renders as text (Gemma 4's thought-channel markers). Its SPM
+    tokenizer only merges a pair of symbols into a piece that exists, so every word piece comes
+    with all its prefixes (▁t, ▁th, ▁the). Padding tokens are pronounceable pseudo-words that
+    text never tokenizes into (their prefixes are missing).
     """
     from gguf import TokenType
 
-    tokens: list[str] = list(SPECIAL_TOKENS)
-    types: list[int] = [TokenType.CONTROL] * len(SPECIAL_TOKENS)
+    tokens: list[str] = list(specials) + list(user_defined)
+    types: list[int] = ([TokenType.CONTROL] * len(specials)
+                        + [TokenType.USER_DEFINED] * len(user_defined))
     types[UNK_ID] = TokenType.UNKNOWN
     tokens += [f"<0x{b:02X}>" for b in range(256)]
     types += [TokenType.BYTE] * 256
@@ -292,21 +300,41 @@ def write_tiny_gemma2(path: Path, *, seed: int = 0) -> Path:
     return path
 
 
+TWIN_SHAPES = ("gemma-2-2b", "gemma-4-e2b")
+
+
 def write_gemma2_2b_twin(
     path: Path, *, quant: str = "Q4_K_M", progress: Progress | None = None
 ) -> Path:
-    """Write a random model with Gemma 2 2B's exact shapes, quantized like the real GGUF.
+    """Write a random model with Gemma 2 2B's exact shapes, quantized like the real GGUF."""
+    return write_twin(path, "gemma-2-2b", quant=quant, progress=progress)
 
-    Streams f16 tensors (5 GB) to a temp file beside ``path`` one at a time, then quantizes with
-    llama.cpp (``quant`` is a llama_ftype suffix such as Q4_K_M or Q8_0; "F16" keeps f16) and
-    renames into place, so ``path`` never holds a half-written file. About 3 minutes and 1.7 GB
-    at Q4_K_M on two cores: for benchmarks only.
+
+def write_twin(
+    path: Path, shape: str = "gemma-2-2b", *, quant: str = "Q4_K_M",
+    progress: Progress | None = None,
+) -> Path:
+    """Write a random model with a real model's exact shapes, quantized like the real GGUF.
+
+    ``shape``: ``gemma-2-2b`` (5 GB of f16, 1.7 GB at Q4_K_M, about 3 minutes on two cores) or
+    ``gemma-4-e2b`` (9.3 GB of f16, 3.4 GB at Q4_K_M: llama.cpp's own Q4_K_M recipe; the
+    published unsloth file is 3.1 GB; 25 minutes on two busy cores). Streams f16
+    tensors to a temp file beside ``path`` one at a time, then quantizes with llama.cpp
+    (``quant`` is a llama_ftype suffix such as Q4_K_M or Q8_0; "F16" keeps f16) and renames into
+    place, so ``path`` never holds a half-written file. For benchmarks only.
     """
+    if shape not in TWIN_SHAPES:
+        raise ValueError(f"unknown twin shape {shape!r}; choose one of {', '.join(TWIN_SHAPES)}")
     path = Path(path)
     say = progress or _quiet
     _llama_ftype(quant)  # fail on a bad name now, not after minutes of work
     with _temp_path(path, ".f16.tmp") as f16:
-        _write_twin_f16(f16, say)
+        if shape == "gemma-4-e2b":
+            from edgevoice.devtools import gguf_gemma4
+
+            gguf_gemma4.write_twin_f16(f16, gguf_gemma4.GEMMA4_E2B_SHAPE, say)
+        else:
+            _write_twin_f16(f16, say)
         if quant.upper() == "F16":
             os.replace(f16, path)
         else:
@@ -423,14 +451,19 @@ def quantize(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m edgevoice.devtools.gguf_model",
-        description="Write random-weight Gemma 2 GGUF files for tests and benchmarks.",
+        description="Write random-weight Gemma GGUF files for tests and benchmarks.",
     )
     sub = parser.add_subparsers(dest="kind", required=True)
     tiny = sub.add_parser("tiny", help="tiny test model (ms to load, gibberish out)")
     tiny.add_argument("out", type=Path)
     tiny.add_argument("--seed", type=int, default=0)
-    twin = sub.add_parser("twin", help="Gemma 2 2B-shaped model for speed benchmarks (minutes)")
+    tiny.add_argument("--arch", choices=("gemma2", "gemma4"), default="gemma2",
+                      help="Gemma 2 layout, or Gemma 4's (per-layer embeddings, shared KV)")
+    twin = sub.add_parser("twin", help="a real model's exact shapes, for speed benchmarks "
+                                       "(minutes)")
     twin.add_argument("out", type=Path)
+    twin.add_argument("--shape", choices=TWIN_SHAPES, default="gemma-2-2b",
+                      help="whose shapes: Gemma 2 2B or Gemma 4 E2B")
     twin.add_argument("--quant", default="Q4_K_M", help="llama.cpp type, e.g. Q4_K_M, Q8_0, F16")
     args = parser.parse_args(argv)
 
@@ -440,10 +473,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{time.monotonic() - start:6.1f}s] {msg}", file=sys.stderr, flush=True)
 
     if args.kind == "tiny":
-        out = write_tiny_gemma2(args.out, seed=args.seed)
+        if args.arch == "gemma4":
+            from edgevoice.devtools.gguf_gemma4 import write_tiny_gemma4
+
+            out = write_tiny_gemma4(args.out, seed=args.seed)
+        else:
+            out = write_tiny_gemma2(args.out, seed=args.seed)
         progress(f"wrote {out} ({out.stat().st_size} bytes)")
     else:
-        write_gemma2_2b_twin(args.out, quant=args.quant, progress=progress)
+        try:
+            write_twin(args.out, args.shape, quant=args.quant, progress=progress)
+        except ValueError as exc:  # a bad --quant: one sentence, no traceback
+            parser.error(str(exc))
     return 0
 
 

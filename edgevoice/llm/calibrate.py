@@ -36,10 +36,21 @@ def _cpu_model() -> str:
 
 def _key(target: ChatTarget) -> str:
     info = target.describe()
-    path = Path(info.details.get("path", info.model))
+    return model_key(Path(info.details.get("path", info.model)), info.details.get("threads"),
+                     info.details.get("gpu_layers"))
+
+
+def model_key(path: Path, threads: object, gpu_layers: object) -> str:
+    """The cache key: the file (path and size), how it runs, and the machine."""
     size = path.stat().st_size if path.exists() else 0
-    return "|".join([str(path.resolve()), str(size), str(info.details.get("threads")),
-                     str(info.details.get("gpu_layers")), _cpu_model(), str(os.cpu_count())])
+    return "|".join([str(path.resolve()), str(size), str(threads), str(gpu_layers),
+                     _cpu_model(), str(os.cpu_count())])
+
+
+def cached(cache: Path, key: str) -> Optional[tuple[float, float]]:
+    """(prefill, decode) tokens/s from an earlier calibration, without loading the model."""
+    entry = _load(cache).get(key)
+    return (entry["prefill_tps"], entry["decode_tps"]) if entry else None
 
 
 def _load(cache: Path) -> dict:

@@ -9,6 +9,15 @@ never changes while the history grows, so every turn's prompt starts with the sa
 ``segments`` splits a rendered prompt around the assistant replies in it, so the local target can
 put the token ids a reply was generated as where the reply's text would be re-tokenized (see
 ``reply_tokens``): the KV cache then survives the reply.
+
+Gemma 4's template ends its generation prompt with an empty thought channel when thinking is off
+(``<|turn>model\n<|channel>thought\n<channel|>``) but renders earlier model turns without it
+(``<|turn>model\n{reply}``). Rendered as is, every prompt would differ from the KV cache right
+where the previous reply starts, and each turn would re-read that reply. So what the generation
+prompt adds after a model turn's header (the *reply prefill*) is put back in front of each
+history reply: the prompt then says exactly what the model saw while it wrote the reply.
+``thinking`` is passed to the template as ``enable_thinking`` (llama-cpp-python's own
+``create_chat_completion`` never passes it: ``Llama`` ignores ``chat_template_kwargs``).
 """
 
 from __future__ import annotations
@@ -28,7 +37,8 @@ _REPLY_SLOT = "EdgevoiceReplySlot"
 class Segments:
     """A rendered prompt cut around its assistant replies.
 
-    ``render(messages) == texts[0] + replies[0] + texts[1] + ... + replies[-1] + texts[-1]``.
+    ``render(messages) == texts[0] + replies[0] + texts[1] + ... + replies[-1] + texts[-1]``
+    (``text``).
     ``replies[i]`` is the i-th reply as the template rendered it (Gemma's ``| trim`` applied);
     ``verbatim[i]`` is False when the template changed it beyond edge whitespace (say it strips
     a thought channel from the history): such a reply is only ever tokenized as text.
@@ -38,6 +48,14 @@ class Segments:
     replies: tuple[str, ...]
     verbatim: tuple[bool, ...]
 
+    @property
+    def text(self) -> str:
+        """The whole prompt."""
+        parts = [self.texts[0]]
+        for reply, after in zip(self.replies, self.texts[1:], strict=True):
+            parts += [reply, after]
+        return "".join(parts)
+
 
 class ChatTemplateError(ValueError):
     """The template cannot render this conversation (bad roles, or a broken template)."""
@@ -46,18 +64,21 @@ class ChatTemplateError(ValueError):
 class ChatTemplate:
     """A GGUF ``tokenizer.chat_template`` rendered with jinja2 (llama-cpp-python's sandbox)."""
 
-    def __init__(self, template: str, *, bos_token: str, eos_token: str) -> None:
+    def __init__(self, template: str, *, bos_token: str, eos_token: str,
+                 thinking: bool = False) -> None:
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         try:
-            self._formatter = Jinja2ChatFormatter(
-                template=template, bos_token=bos_token, eos_token=eos_token,
-                add_generation_prompt=True,
-            )
+            self._formatter, self._history_formatter = (
+                Jinja2ChatFormatter(template=template, bos_token=bos_token, eos_token=eos_token,
+                                    add_generation_prompt=generation)
+                for generation in (True, False))
         except jinja2.TemplateError as exc:
             raise ChatTemplateError(f"the chat template does not parse: {exc}") from exc
         self.bos_token = bos_token
+        self.thinking = thinking
         self.supports_system = self._probe_system()
+        self.reply_header, self.reply_prefill = self._probe_reply_prefill()
 
     def _probe_system(self) -> bool:
         """True when a system message renders and its text appears in the prompt."""
@@ -68,9 +89,32 @@ class ChatTemplate:
         except ChatTemplateError:
             return False
 
-    def _render_raw(self, messages: list[Message]) -> str:
+    def _probe_reply_prefill(self) -> tuple[str, str]:
+        """(model turn header, what the generation prompt adds after it), e.g. Gemma 4 with
+        thinking off: ("<|turn>model\\n", "<|channel>thought\\n<channel|>"); ("", "") when
+        the generation prompt is just the header (Gemma 2) or the probe does not render."""
+        user: list[Message] = [{"role": "user", "content": "hi"}]
+        mark = f"{_REPLY_SLOT}Probe"
         try:
-            return self._formatter(messages=messages).prompt  # type: ignore[arg-type]
+            base = self._render_raw(user, generation=False)
+            turn = self._render_raw([*user, {"role": "assistant", "content": mark}],
+                                    generation=False)
+            prompt = self._render_raw(user)
+        except ChatTemplateError:
+            return "", ""
+        at = turn.find(mark)
+        if at < 0 or not turn.startswith(base) or not prompt.startswith(base):
+            return "", ""
+        header, tail = turn[len(base):at], prompt[len(base):]
+        if not tail.startswith(header) or len(tail) == len(header):
+            return "", ""
+        return header, tail[len(header):]
+
+    def _render_raw(self, messages: list[Message], *, generation: bool = True) -> str:
+        formatter = self._formatter if generation else self._history_formatter
+        try:
+            return formatter(messages=messages,  # type: ignore[arg-type]
+                             enable_thinking=self.thinking).prompt
         except (ValueError, jinja2.TemplateError) as exc:
             raise ChatTemplateError(str(exc)) from exc
 
@@ -88,7 +132,12 @@ class ChatTemplate:
         return [first, *rest[1:]]
 
     def render(self, messages: list[Message]) -> str:
-        """The prompt text for ``messages``, ending with the assistant's generation prompt."""
+        """The prompt text for ``messages``, ending with the assistant's generation prompt
+        (history replies behind the reply prefill, see the module doc)."""
+        if self.reply_prefill:
+            segments = self.segments(messages)
+            if segments is not None:
+                return segments.text
         return self._render_raw(self.prepare(messages))
 
     def segments(self, messages: list[Message]) -> Segments | None:
@@ -146,6 +195,9 @@ class ChatTemplate:
             pos += len(replies[-1]) + len(after)
         if pos != len(real):
             return None
+        if self.reply_prefill:  # say each reply behind the prefill it was generated after
+            texts = [t + self.reply_prefill if j < len(replies) and t.endswith(self.reply_header)
+                     else t for j, t in enumerate(texts)]
         return Segments(tuple(texts), tuple(replies), tuple(verbatim))
 
     def stable_prefix(self, system_prompt: str) -> str:

@@ -15,6 +15,8 @@ Latency is the point of every choice here (see DESIGN.md, "Latency principles"):
   finished before the abort stay in the cache and count as cached next time.
 * Native logs go to ``logging`` (see ``native_log``); nothing is printed and no file descriptor
   is redirected.
+* A thought channel (Gemma 4's ``<|channel>...<channel|>``) is cut out by token id before any
+  text is yielded (``thoughts``): it is never spoken, shown or put in the history.
 
 Not thread-safe: a ``LlamaCppTarget`` belongs to one worker thread, which constructs it, calls
 every method and advances every ``stream`` iterator. Only ``cancel.set()`` comes from elsewhere.
@@ -41,13 +43,14 @@ from edgevoice.llm.chat_template import ChatTemplate, ChatTemplateError
 from edgevoice.llm.native_log import quiet_llama_prints, route_native_logs, take_recent_errors
 from edgevoice.llm.protocol import Message, PromptCost, StreamStats, TargetError, TargetInfo
 from edgevoice.llm.reply_tokens import ReplyTokens
+from edgevoice.llm.thoughts import ThoughtFilter, ThoughtMarkers
 
 log = logging.getLogger(__name__)
 
 GET_A_MODEL = (
-    "download a Gemma 2 2B instruct GGUF such as gemma-2-2b-it-Q4_K_M.gguf (for example from "
-    "huggingface.co/bartowski/gemma-2-2b-it-GGUF) and set `llm.model` or pass --llm-model "
-    "(`edgevoice models pull gemma-2-2b-it` comes in a later release)"
+    "run `edgevoice models pull gemma-4-e2b-it` (Gemma 4 E2B instruct, 3.1 GB; "
+    "`edgevoice models list` has lighter ones such as gemma-2-2b-it) and set `llm.model` to its "
+    "name, or point `llm.model` / --llm-model at any instruct GGUF file"
 )
 GGUF_MAGIC = b"GGUF"
 PROMPT_MARGIN_TOKENS = 8
@@ -188,6 +191,7 @@ class LlamaCppTarget:
         self._add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
         self._piece_buf = ctypes.create_string_buffer(64)
         self._template = self._load_template()
+        self._thought_markers = ThoughtMarkers.find(self._single_token)
         self.keep_reply_tokens = keep_reply_tokens
         self._replies = ReplyTokens(self._piece_bytes, self._fragment_tokenizer())
         self._last_reply_tokens: tuple[int, ...] = ()
@@ -197,6 +201,9 @@ class LlamaCppTarget:
                  name, self._path.name, self.load_ms, cfg.n_ctx, self._threads,
                  f"{self._gpu_layers} GPU layers" if self._gpu_layers else "CPU",
                  "native" if self._template.supports_system else "folded into the first turn")
+        if self._template.reply_prefill:
+            log.debug("%s: history replies are said behind the generation prompt's %r",
+                      name, self._template.reply_prefill)
 
     # -- setup -------------------------------------------------------------------------------
 
@@ -208,7 +215,8 @@ class LlamaCppTarget:
             self.close()
             raise ModelError(f"language model {self._path} has no chat template "
                              "(tokenizer.chat_template): use an instruct GGUF such as "
-                             "gemma-2-2b-it-Q4_K_M.gguf")
+                             "gemma-4-E2B-it-Q4_K_M.gguf (`edgevoice models pull "
+                             "gemma-4-e2b-it`)")
 
         def text(token: int) -> str:
             if token < 0:
@@ -217,7 +225,8 @@ class LlamaCppTarget:
 
         try:
             return ChatTemplate(source, bos_token=text(self._bos),
-                                eos_token=text(self._llm.token_eos()))
+                                eos_token=text(self._llm.token_eos()),
+                                thinking=self._cfg.thinking)
         except ChatTemplateError as exc:
             self.close()
             raise ModelError(f"language model {self._path} has an unusable chat template "
@@ -230,6 +239,17 @@ class LlamaCppTarget:
         if self._add_bos and self._bos >= 0 and (not tokens or tokens[0] != self._bos):
             tokens.insert(0, self._bos)
         return tokens
+
+    def _single_token(self, text: str) -> int | None:
+        """The id of a special token spelled ``text``, or None when the vocabulary has none."""
+        import llama_cpp
+
+        tokens = self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+        if len(tokens) != 1:
+            return None
+        attr = int(llama_cpp.llama_vocab_get_attr(self._vocab, tokens[0]))
+        special = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED
+        return tokens[0] if attr & special else None
 
     def _tokenize_fragment(self, text: bytes) -> list[int]:
         """Tokens of text that sits between other tokens (no BOS), parsed like a whole prompt."""
@@ -411,6 +431,8 @@ class LlamaCppTarget:
                 "gpu_layers": self._gpu_layers,
                 "supports_gpu_offload": self._supports_offload,
                 "system_prompt": "native" if self._template.supports_system else "folded",
+                "thinking": self._template.thinking,
+                "thought_channel": self._thought_markers is not None,
                 "load_ms": round(self.load_ms, 1),
                 "warm_up_ms": None if self._warm_up_ms is None else round(self._warm_up_ms, 1),
             },
@@ -504,6 +526,7 @@ class LlamaCppTarget:
             repeat_penalty=1.0,
         )
         text = Utf8Pieces(strip_leading=not reply_prefix)
+        thoughts = ThoughtFilter(self._thought_markers)
         prefilling = True
         self._set_abort(cancel)
         try:
@@ -518,7 +541,7 @@ class LlamaCppTarget:
                     break
                 reply_ids.append(token)
                 stats.completion_tokens += 1
-                delta = text.push(self.token_bytes(token))
+                delta = text.push(self.token_bytes(token)) if thoughts.speak(token) else ""
                 if delta:
                     yield delta
                 if cancel.is_set():
@@ -545,6 +568,9 @@ class LlamaCppTarget:
             if prefilling:  # whole batches that finished before an abort stay in the cache
                 stats.evaluated_tokens = max(0, self._llm.n_tokens - stats.cached_tokens)
             self._last_reply_tokens = tuple(reply_ids)
+            if thoughts.thought_tokens:
+                log.info("%s: %d thought-channel tokens held back", self.name,
+                         thoughts.thought_tokens)
             self._finish(stats, start)
 
     def _start_reply(self, messages: list[Message], tokens: list[int],

@@ -21,11 +21,13 @@ from edgevoice.modelstore.errors import CatalogError
 KINDS = ("llm", "asr", "tts", "turn")
 ARCHIVES = ("zip",)
 PIN_FIRST_DOWNLOAD = "first-download"
+DEFAULT_LLM = "gemma-4-e2b-it"
+"""The catalog's language model that `llm.model: null` means (when it is downloaded)."""
 BUNDLED = "bundled"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _ENTRY_KEYS = {"name", "kind", "description", "url", "target", "size", "sha256", "pin",
-               "license", "archive"}
+               "license", "archive", "memory"}
 _LICENSE_KEYS = {"title", "url", "accept", "notice"}
 MAX_REMOTE_CATALOG = 1 << 20
 
@@ -54,10 +56,16 @@ class CatalogEntry:
     """None means trust on first use: pinned in pins.json by the first download."""
     license: License
     archive: Optional[str] = None
+    memory: Optional[int] = None
+    """Bytes of RAM it needs to run (weights, caches, buffers), None when not known."""
 
     @property
     def size_exact(self) -> bool:
         return self.sha256 is not None
+
+    @property
+    def is_default(self) -> bool:
+        return self.name == DEFAULT_LLM
 
 
 @dataclass(frozen=True)
@@ -175,9 +183,14 @@ def _parse_entry(index: int, data, licenses: dict[str, License], source: str) ->
     if archive is not None and archive not in ARCHIVES:
         raise _fail(source, where, f"`archive` must be one of {', '.join(ARCHIVES)}, "
                                    f"got {archive!r}")
+    memory = data.get("memory")
+    if memory is not None and (not isinstance(memory, int) or isinstance(memory, bool)
+                               or memory <= 0):
+        raise _fail(source, where, f"`memory` must be a positive number of bytes, got "
+                                   f"{memory!r}")
     return CatalogEntry(name=name, kind=kind, description=description.strip(), url=url,
                         target=target, size=size, sha256=sha256, license=licenses[lic],
-                        archive=archive)
+                        archive=archive, memory=memory)
 
 
 def parse_catalog(text: str, source: str) -> Catalog:

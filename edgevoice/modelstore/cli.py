@@ -52,6 +52,7 @@ def _rows(catalog, store) -> list[dict]:
             "name": entry.name, "kind": entry.kind, "description": entry.description,
             "url": entry.url, "target": entry.target, "archive": entry.archive,
             "size": entry.size, "size_exact": entry.size_exact, "sha256": entry.sha256,
+            "memory": entry.memory, "default": entry.is_default,
             "pinned_sha256": (pins.get(entry.url) or {}).get("sha256"),
             "license": {"id": entry.license.id, "title": entry.license.title,
                         "url": entry.license.url, "accept_required": entry.license.accept,
@@ -72,6 +73,7 @@ def _rows(catalog, store) -> list[dict]:
             "name": manifest.name, "kind": manifest.kind, "description": "", "url": manifest.url,
             "target": manifest.target, "archive": manifest.archive, "size": manifest.size,
             "size_exact": True, "sha256": manifest.sha256, "pinned_sha256": None,
+            "memory": None, "default": False,
             "license": None, "status": "installed" if path.exists() else "missing",
             "installed": path.exists(), "path": str(path),
             "installed_bytes": _disk_bytes(path), "partial_bytes": None, "in_catalog": False,
@@ -88,20 +90,24 @@ def cmd_models_list(args) -> int:
         print(json.dumps({"models_dir": str(store.root), "catalog": catalog.source,
                           "models": rows}, ensure_ascii=False), flush=True)
         return 0
-    width = max([len(r["name"]) for r in rows] + [4])
-    print(f"{'NAME':<{width}}  KIND  {'SIZE':>9}  {'STATUS':<9}  DESCRIPTION")
+    width = max([len(r["name"]) + (2 if r["default"] else 0) for r in rows] + [4])
+    print(f"{'NAME':<{width}}  KIND  {'SIZE':>9}  {'MEMORY':>8}  {'STATUS':<9}  DESCRIPTION")
     for r in rows:
         size = r["installed_bytes"] if r["installed_bytes"] is not None else r["size"]
         approx = "" if r["installed_bytes"] is not None or r["size_exact"] else "~"
+        memory = human_size(r["memory"]) if r["memory"] else "-"
         status = r["status"]
         if r["partial_bytes"] and status == "missing":
             status = "partial"
         note = r["description"] or "(installed; not in this catalog)"
         if r["license"] and r["license"]["accept_required"] and not r["license"]["accepted"]:
             note += f" [{r['license']['title']}: accept once]"
-        print(f"{r['name']:<{width}}  {r['kind']:<4}  {approx + human_size(size):>9}  "
+        name = r["name"] + (" *" if r["default"] else "")
+        print(f"{name:<{width}}  {r['kind']:<4}  {approx + human_size(size):>9}  {memory:>8}  "
               f"{status:<9}  {note}")
     print(f"\nmodels dir: {store.root}\ncatalog: {catalog.source}\n"
+          "* = the default language model (`llm.model: null`); SIZE = download, MEMORY = RAM "
+          "to run it\n"
           "get one: edgevoice models pull NAME   (`installed` = by pull, `present` = put there "
           "by hand, `partial` = a download to resume)")
     return 0
