@@ -418,7 +418,13 @@ def cmd_run(args) -> int:
                 loop.add_signal_handler(sig, manager.stop)
             loop.add_signal_handler(signal.SIGUSR1, manager.push_to_talk_signal, True)
             loop.add_signal_handler(signal.SIGUSR2, manager.push_to_talk_signal, False)
-            await run_agent(manager, control)
+            if not cfg.wyoming.enabled:
+                await run_agent(manager, control)
+                return
+            from edgevoice.wyoming.cli import beside_agent
+
+            async with beside_agent(cfg, paths, router, synth, manager):
+                await run_agent(manager, control)
 
         if not args.json:
             print("ready — speak; Ctrl+C to stop", file=sys.stderr, flush=True)
@@ -609,6 +615,7 @@ def build_parser() -> argparse.ArgumentParser:
     __import__("edgevoice.doctor", fromlist=["_"]).add_doctor_parser(sub, common)
     __import__("edgevoice.control.cli", fromlist=["_"]).register(sub, common)
     __import__("edgevoice.tray", fromlist=["_"]).register(sub, common)
+    __import__("edgevoice.wyoming.cli", fromlist=["_"]).register(sub, common)
 
     p = sub.add_parser("devices", parents=[common], help="list audio devices")
     p.add_argument("--json", action="store_true")

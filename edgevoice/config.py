@@ -278,6 +278,34 @@ class ControlConfig:
 
 
 @dataclass(frozen=True)
+class WyomingConfig:
+    """Home Assistant's Wyoming protocol: our recognizer, voice and agent as network services."""
+
+    enabled: bool = opt(False, "serve Wyoming beside the microphone while `edgevoice run` runs "
+                        "(`edgevoice wyoming` serves it alone)")
+    uri: str = opt("tcp://127.0.0.1:10700", "where to listen: tcp://HOST:PORT; tcp://0.0.0.0:"
+                   "10700 lets Home Assistant on another machine connect (anyone on the LAN can)")
+    advertise: bool = opt(False, "announce the service on the LAN with zeroconf "
+                          "(_wyoming._tcp.local.) so Home Assistant discovers it; off: nothing "
+                          "announces itself")
+    name: Optional[str] = opt(None, "the name announced by zeroconf; null = edgevoice-HOSTNAME")
+    max_clients: int = opt(8, "connections served at once (each transcribing one has its own "
+                           "recognizer); more are told so and closed", min=1, max=256)
+    max_audio_s: float = opt(60.0, "longest audio one transcription hears; what comes after is "
+                             "not transcribed (the transcript covers the first this many "
+                             "seconds)", unit="s", min=1.0, max=3600.0)
+    max_text_chars: int = opt(4000, "longest text to synthesize or to answer; longer gets an "
+                              "error event", min=100, max=1000000)
+    conversations: int = opt(32, "conversation histories kept, one per Home Assistant "
+                             "conversation id; the least recently used is forgotten first",
+                             min=1, max=10000)
+    stream_transcripts: bool = opt(True, "send transcript-start/-chunk/-stop (the words fixed "
+                                   "so far, at each pause) before the final transcript")
+    idle_timeout_s: float = opt(120.0, "a connection that sends nothing for this long is closed",
+                                unit="s", min=1.0, max=86400.0)
+
+
+@dataclass(frozen=True)
 class Config:
     audio: AudioConfig = field(default_factory=AudioConfig)
     vad: VadConfig = field(default_factory=VadConfig)
@@ -289,6 +317,7 @@ class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     activation: ActivationConfig = field(default_factory=ActivationConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
+    wyoming: WyomingConfig = field(default_factory=WyomingConfig)
     remotes: dict[str, RemoteConfig] = opt(
         None, "remote LLM targets by name, each a RemoteConfig section (used under llm.policy "
         "remote or auto only)", factory=dict)
