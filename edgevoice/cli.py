@@ -56,7 +56,8 @@ def _emit(obj: dict) -> None:
 
 def cmd_transcribe(args) -> int:
     from edgevoice.asr.select import make_recognizer
-    from edgevoice.audio.wavfile import check_audio_file, iter_chunks, read_audio
+    from edgevoice.audio.filestream import stream_audio
+    from edgevoice.audio.wavfile import check_audio_file
     from edgevoice.ear.transcriber import StreamingTranscriber, transcribe_chunks
 
     cfg, paths = _load(args)
@@ -64,10 +65,16 @@ def cmd_transcribe(args) -> int:
         check_audio_file(name)
     recognizer = make_recognizer(cfg.asr, paths, cfg.audio.sample_rate)
     for name in args.files:
-        audio = read_audio(name, cfg.audio.sample_rate)
         transcriber = StreamingTranscriber(cfg.vad, recognizer, cfg.asr.partial_interval_ms)
         started = time.perf_counter()
-        for utt in transcribe_chunks(iter_chunks(audio, cfg.audio.block_ms), transcriber):
+        heard = [0.0]  # ms: streamed from disk, never the whole file in memory (issue 16)
+
+        def blocks(name=name, heard=heard):
+            for chunk in stream_audio(name, cfg.audio.sample_rate, cfg.audio.block_ms):
+                heard[0] = chunk.end_ms
+                yield chunk
+
+        for utt in transcribe_chunks(blocks(), transcriber):
             start, end = round(utt.start_ms / 1000, 3), round(utt.end_ms / 1000, 3)
             if args.json:
                 _emit({"file": name, "start": start, "end": end, "text": utt.text})
@@ -75,7 +82,7 @@ def cmd_transcribe(args) -> int:
                 print(f"{name}\t{start:.2f}\t{end:.2f}\t{utt.text}", flush=True)
         elapsed = time.perf_counter() - started
         log.info("%s: %.2f s of audio in %.2f s (real-time factor %.3f)", name,
-                 audio.duration_ms / 1000, elapsed, elapsed / max(audio.duration_ms / 1000, 1e-9))
+                 heard[0] / 1000, elapsed, elapsed / max(heard[0] / 1000, 1e-9))
     return 0
 
 
@@ -358,6 +365,11 @@ def cmd_run(args) -> int:
     import asyncio
     import signal
 
+    from edgevoice.signals import Signals
+
+    signals = Signals()
+    signals.early()  # from the first moment: SIGTERM unwinds (the socket goes), SIGHUP waits
+
     from edgevoice.agent.assemble import make_router, prepare_targets
     from edgevoice.agent.brain import Brain
     from edgevoice.agent.manager import TurnManager
@@ -418,6 +430,7 @@ def cmd_run(args) -> int:
                 loop.add_signal_handler(sig, manager.stop)
             loop.add_signal_handler(signal.SIGUSR1, manager.push_to_talk_signal, True)
             loop.add_signal_handler(signal.SIGUSR2, manager.push_to_talk_signal, False)
+            signals.on_loop(loop, manager, control, cfg, args.config)  # SIGHUP = ctl reload
             if not cfg.wyoming.enabled:
                 await run_agent(manager, control)
                 return

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import types
 import typing
@@ -18,6 +19,7 @@ from typing import Literal, Optional, Union
 
 import yaml
 
+from edgevoice import config_yaml
 from edgevoice.errors import ConfigError
 
 
@@ -331,26 +333,9 @@ class Config:
 CONFIG_ENV = "EDGEVOICE_CONFIG"
 
 
-class _LineLoader(yaml.SafeLoader):
-    """A SafeLoader whose mappings remember the line of each key, for error messages."""
-
-
-class _Mapping(dict):
-    lines: dict
-
-
-def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> _Mapping:
-    loader.flatten_mapping(node)
-    result = _Mapping()
-    result.lines = {}
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        result[key] = loader.construct_object(value_node, deep=True)
-        result.lines[key] = key_node.start_mark.line + 1
-    return result
-
-
-_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+# The loader is bounded (aliases, depth, size, plain values only): see config_yaml.
+_LineLoader = config_yaml.BoundedLoader
+_Mapping = config_yaml.LineMapping
 
 
 def _where(source: str | None, line: int | None) -> str:
@@ -418,9 +403,10 @@ def _convert(value, tp):
             return value
         raise ValueError
     if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, (int, float)) and not isinstance(value, bool) \
+                and math.isfinite(value):
             return float(value)
-        raise ValueError
+        raise ValueError  # NaN would pass every range check (all comparisons are false)
     if tp is str:
         if isinstance(value, str):
             return value
@@ -436,12 +422,22 @@ def _convert(value, tp):
 
 
 def _plain(value):
-    """A YAML value as plain dicts and lists (without the line bookkeeping of ``_Mapping``)."""
+    """A YAML value as plain dicts and lists (without the line bookkeeping of ``_Mapping``).
+
+    ValueError for what JSON cannot carry (non-string keys, NaN/inf): such a value would pass
+    here and fail every request that sends it.
+    """
     if isinstance(value, dict):
+        if not all(isinstance(k, str) for k in value):
+            raise ValueError
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_plain(v) for v in value]
-    return value
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    raise ValueError
 
 
 def _build(cls, data, path: str, source: str | None, line: int | None, found: _Found):
@@ -490,8 +486,10 @@ def _build(cls, data, path: str, source: str | None, line: int | None, found: _F
         try:
             converted = _convert(value, tp)
         except ValueError:
-            found.problem(f"{_where(source, key_line)}`{key_path}` must be {_type_name(tp)}, "
-                          f"got {value!r}", key_line)
+            plain = " of plain data (strings, finite numbers, true/false, null, lists, " \
+                "mappings)" if typing.get_args(tp)[-1:] == (object,) else ""
+            found.problem(f"{_where(source, key_line)}`{key_path}` must be {_type_name(tp)}"
+                          f"{plain}, got {value!r}", key_line)
             continue
         lo, hi = f.metadata.get("min"), f.metadata.get("max")
         if isinstance(converted, (int, float)) and not isinstance(converted, bool):
@@ -530,15 +528,74 @@ def check_config(text: str, source: str | None = None) -> CheckedConfig:
     """Validate YAML text and report every problem, not only the first (`config check`)."""
     found = _Found()
     try:
-        data = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - a SafeLoader subclass
+        data, duplicates = config_yaml.load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark else None
         problem = getattr(exc, "problem", None) or str(exc)
         found.problem(f"{_where(source, line)}invalid YAML: {problem}", line)
         return CheckedConfig(Config(), tuple(found.problems), found.lines)
+    for key, line, first in duplicates:
+        found.problem(f"{_where(source, line)}duplicate key `{key}` (first given at line "
+                      f"{first}): YAML would silently keep only one; remove or merge them", line)
     cfg = _build(Config, data, "", source, None, found)
+    _check_remotes(cfg, source, found)
+    found.problems.sort(key=lambda p: p.line or 0)
     return CheckedConfig(cfg, tuple(found.problems), found.lines)
+
+
+def _check_remotes(cfg: Config, source: str | None, found: _Found) -> None:
+    """What a remote target refuses when it is built, found here so `config check` and every
+    command refuse the same file (a bad base_url would otherwise fail every remote turn)."""
+    from urllib.parse import urlsplit
+
+    from edgevoice.llm.openai_target import RESERVED_FIELDS
+
+    for name, rc in cfg.remotes.items():
+        key = f"remotes.{name}"
+
+        def say(sub: str, message: str, key: str = key) -> None:
+            line = found.lines.get(f"{key}.{sub}") or found.lines.get(key)
+            found.problem(f"{_where(source, line)}`{key}.{sub}` {message}", line)
+
+        if not rc.base_url:
+            say("base_url", "is required: the server's URL up to /v1, e.g. "
+                "https://api.cerebras.ai/v1")
+        else:
+            try:
+                parts = urlsplit(rc.base_url)
+                parts.port  # noqa: B018 - raises ValueError on a bad port
+            except ValueError as exc:
+                say("base_url", f"= {rc.base_url!r} is not a valid URL ({exc})")
+            else:
+                if parts.scheme not in ("http", "https") or not parts.hostname:
+                    say("base_url", f"= {rc.base_url!r} must be an http:// or https:// URL "
+                        "with a host, e.g. https://api.cerebras.ai/v1")
+                elif parts.query or parts.fragment:
+                    say("base_url", "must not have a query or fragment (put the API key in the "
+                        "environment variable named by api_key_env)")
+        if not rc.model:
+            say("model", "is required: a model id as the server's /v1/models lists it")
+        if rc.ca_bundle:
+            problem = _ca_bundle_problem(Path(rc.ca_bundle).expanduser())
+            if problem:
+                say("ca_bundle", problem)
+        reserved = sorted(set(rc.extra_body) & set(RESERVED_FIELDS))
+        if reserved:
+            say("extra_body", f"may not set {', '.join(reserved)} (the target sets them)")
+
+
+def _ca_bundle_problem(path: Path) -> str | None:
+    import ssl
+
+    if not path.is_file():
+        return (f"= {path} does not exist (it should be the PEM file of the CA that signed the "
+                "server's certificate)")
+    try:
+        ssl.create_default_context(cafile=str(path))
+    except (ssl.SSLError, ValueError, OSError) as exc:
+        return f"= {path} holds no usable PEM certificate ({exc})"
+    return None
 
 
 def parse_config(text: str, source: str | None = None) -> Config:
@@ -587,7 +644,13 @@ def load_config(path: str | os.PathLike | None = None) -> tuple[Config, Path | N
 def read_config_text(found: Path) -> str:
     """The text of a config file; a missing or unreadable file is a ConfigError."""
     try:
-        return found.read_text(encoding="utf-8")
+        with open(found, "rb") as f:  # bounded: /dev/zero or a 10 GB log is not a config
+            raw = f.read(config_yaml.MAX_BYTES + 1)
+        if len(raw) > config_yaml.MAX_BYTES:
+            raise ConfigError(f"config file {found} is larger than {config_yaml.MAX_BYTES} "
+                              "bytes: that is not a config file (check --config / "
+                              f"${CONFIG_ENV})")
+        return raw.decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(f"config file {found} does not exist (write one there with "
                           f"`edgevoice config example -o {found}`, or drop --config / "

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Optional, Protocol
 
 from edgevoice.audio.format import AudioChunk
-from edgevoice.audio.wavfile import WavWriter
+from edgevoice.audio.wav_stream import StreamingWavWriter
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,11 @@ class FileOutput:
 
     ``origin`` is the monotonic time of the input's sample 0; a reply that starts playing 1.2 s
     after that is written 1.2 s into the file, so first-audio latency can be read off the file.
+    Audio is on disk as soon as it has been played (a barge-in can no longer cut it), flushed
+    twice a second, so a crash or kill -9 loses at most the last second of the file.
     """
+
+    FLUSH_S = 0.5
 
     def __init__(self, path: str | Path, rate: int = 22050) -> None:
         self.path = Path(path)
@@ -54,6 +58,32 @@ class FileOutput:
         self._segments: list[tuple[float, AudioChunk]] = []  # (start, chunk)
         self._end = 0.0
         self._lock = threading.Lock()
+        self._writer = StreamingWavWriter(self.path, rate)
+        self._stop = threading.Event()
+        self._flusher = threading.Thread(target=self._flush_loop, name="wav-writer",
+                                         daemon=True)
+        self._flusher.start()
+
+    def _flush_loop(self) -> None:
+        while not self._stop.wait(self.FLUSH_S):
+            self._write_played(time.monotonic())
+
+    def _write_played(self, now: Optional[float]) -> None:
+        """Write the segments that can no longer change (played to the end); all when ``now``
+        is None (closing)."""
+        with self._lock:
+            if self.origin is None and now is not None:
+                return  # where audio goes depends on the origin: wait for it
+            origin = self.origin if self.origin is not None else (
+                self._segments[0][0] if self._segments else 0.0)
+            keep = []
+            for start, chunk in self._segments:
+                if now is None or start + chunk.duration_ms / 1000 <= now:
+                    self._writer.write(chunk, at_ms=(start - origin) * 1000)
+                else:
+                    keep.append((start, chunk))
+            self._segments = keep
+            self._writer.flush()
 
     def play(self, chunk: AudioChunk) -> Scheduled:
         with self._lock:
@@ -82,12 +112,13 @@ class FileOutput:
         return self._end
 
     def close(self) -> None:
-        origin = self.origin if self.origin is not None else (
-            self._segments[0][0] if self._segments else 0.0)
-        with WavWriter(self.path, self.rate) as writer:
-            for start, chunk in self._segments:
-                writer.write(chunk, at_ms=(start - origin) * 1000)
-            writer.pad_to(self.duration_ms)
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self._flusher.join()
+        self._write_played(None)
+        self._writer.pad_to(self.duration_ms)
+        self._writer.close()
 
 
 class DeviceOutput:

@@ -147,6 +147,12 @@ class WavWriter:
         self.close()
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_wav_atomic(path: str | os.PathLike, pcm16_mono: bytes, rate: int) -> None:
     """Write a 16-bit mono WAV via a temp file and ``os.replace``."""
     import wave
@@ -160,6 +166,7 @@ def write_wav_atomic(path: str | os.PathLike, pcm16_mono: bytes, rate: int) -> N
             wav.setsampwidth(2)
             wav.setframerate(rate)
             wav.writeframes(pcm16_mono)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 is for secrets, not for audio
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -45,6 +45,11 @@ class ControlClient:
             self._sock.close()
             raise ControlError(f"not allowed to use {self.path}: it belongs to another user") \
                 from None
+        except OSError as exc:  # a full backlog: EAGAIN, or a timeout while it stays full
+            self._sock.close()
+            raise ControlError(f"the daemon at {self.path} did not accept the connection "
+                               f"({exc.strerror or 'timed out'}): it is busy; try again") \
+                from None
         self._file = self._sock.makefile("rb")
         self._ids = itertools.count(1)
         self._pending_events: deque[dict] = deque()

@@ -11,6 +11,7 @@ own event records with ``v`` added. The README's "Control API" section is the re
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,17 +46,39 @@ class Request:
     args: dict[str, str] = field(default_factory=dict)
 
 
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is not a finite number")
+    return value
+
+
 def parse_request(line: bytes) -> Request:
-    """One line -> a validated ``Request``, or ``ProtocolError`` saying what is wrong."""
+    """One line -> a validated ``Request``, or ``ProtocolError`` saying what is wrong.
+
+    Strict JSON: NaN/Infinity (which Python's json accepts) and numbers too big for a double
+    are refused, so nothing echoed back (``id``) can make a reply invalid JSON; nesting deep
+    enough to exhaust the parser's recursion is an error reply, not a dropped connection.
+    """
     try:
-        msg = json.loads(line)
+        msg = json.loads(line, parse_constant=_no_constant, parse_float=_finite)
+    except RecursionError:
+        raise ProtocolError("the JSON is nested too deeply") from None
     except (UnicodeDecodeError, ValueError):
         raise ProtocolError("not a JSON object on one line") from None
     if not isinstance(msg, dict):
         raise ProtocolError("a message must be a JSON object")
     request_id = msg.get("id")
-    if request_id is not None and not isinstance(request_id, (str, int, float)):
+    if request_id is not None and (isinstance(request_id, bool) or not isinstance(
+            request_id, (str, int, float))):
         raise ProtocolError("`id` must be a string or a number")
+    if isinstance(request_id, int) and abs(request_id) > 2 ** 53:
+        raise ProtocolError("`id` must be an integer a JSON client can read back (at most "
+                            "2**53)")
     version = msg.get("v", VERSION)
     if version != VERSION:
         raise ProtocolError(f"unsupported protocol version {version!r} (this daemon speaks "
@@ -83,7 +106,23 @@ def parse_request(line: bytes) -> Request:
 
 
 def encode(msg: dict) -> bytes:
-    return json.dumps(msg, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+    """One line of strict JSON (a non-finite number anywhere becomes null, never ``NaN``)."""
+    try:
+        text = json.dumps(msg, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        text = json.dumps(_finite_only(msg), ensure_ascii=False, separators=(",", ":"),
+                          allow_nan=False)
+    return text.encode() + b"\n"
+
+
+def _finite_only(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_only(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_only(v) for v in value]
+    return value
 
 
 def request_message(cmd: str, request_id: Any = None, **args: str) -> dict:

@@ -3,9 +3,12 @@
 Commands are verbs of the ``TurnManager`` (it stays the one owner of state); events are the
 records it already emits. The socket is bound before the models load, so a second daemon is
 refused in a second, and it is created with mode 0600 (umask during bind, then chmod).
-Nothing a client sends or fails to read can stop the daemon: bad lines get an error reply,
-over-long lines are dropped with one, and a client that can't keep up with its bounded queue
-is disconnected.
+Nothing a client sends or fails to read can stop the daemon: every bad line gets an error
+reply, over-long lines are dropped with one, pipelined requests are answered in order (a client
+that sends faster than it reads is simply not read until it catches up), a subscriber that
+can't keep up with its bounded event queue is disconnected, connections beyond
+``MAX_CLIENTS`` are refused with a one-line reason, and repeated failures are logged at a
+bounded rate.
 """
 
 from __future__ import annotations
@@ -32,12 +35,16 @@ from edgevoice.control.protocol import (
     parse_request,
     socket_path,
 )
+from edgevoice.control.ratelog import RateLimitedLog
 from edgevoice.errors import UserError
 
 log = logging.getLogger(__name__)
+_limited = RateLimitedLog(log)
 
 QUEUE_SIZE = 256  # messages waiting for one client before it counts as dead
 MAX_IN_FLIGHT = 16  # say/ask requests one client may have waiting for their turns
+MAX_CLIENTS = 64  # connections at once: far below the fd limit, far above the tray + a few ctl
+BACKLOG = 512  # connection bursts wait in the kernel instead of being refused
 _MAX_UNIX_PATH = 107
 _LIVE_SECTIONS = ("agent", "activation")  # what `reload` applies without a restart
 
@@ -75,7 +82,7 @@ def bind_socket(path: Path) -> socket.socket:
     finally:
         os.umask(old_umask)
     os.chmod(path, 0o600)
-    sock.listen(16)
+    sock.listen(BACKLOG)
     sock.setblocking(False)
     return sock
 
@@ -114,14 +121,27 @@ class _Client:
         self.pump = asyncio.get_running_loop().create_task(self._pump())
 
     def send(self, msg: dict) -> None:
+        """Queue an event; a client too far behind is disconnected (events can't wait)."""
         if self.closed:
             return
         try:
             self.queue.put_nowait(encode(msg))
         except asyncio.QueueFull:
-            log.warning("control client is not reading (%d messages queued): disconnected",
-                        self.queue.qsize())
+            _limited.warning("slow-client", "control client is not reading (%d messages "
+                             "queued): disconnected", self.queue.qsize())
             self.close(abort=True)
+
+    async def reply(self, msg: dict) -> None:
+        """Queue a reply, waiting for room: a pipelining client is answered at its own pace."""
+        if self.closed:
+            return
+        data = encode(msg)
+        while not self.closed:
+            try:
+                self.queue.put_nowait(data)
+                return
+            except asyncio.QueueFull:
+                await asyncio.sleep(0.005)
 
     async def _pump(self) -> None:
         try:
@@ -188,7 +208,8 @@ class ControlServer:
 
     async def start(self, manager) -> None:
         self._manager = manager
-        self._server = await asyncio.start_unix_server(self._serve, sock=self._sock)
+        self._server = await asyncio.start_unix_server(self._serve, sock=self._sock,
+                                                       backlog=BACKLOG)  # asyncio's is 100
         manager.add_listener(self.publish)
         log.info("control API on %s", self.path)
 
@@ -226,6 +247,9 @@ class ControlServer:
     # -- one connection ---------------------------------------------------------------------
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self._clients) >= MAX_CLIENTS:
+            await self._refuse(writer)
+            return
         client = _Client(writer, self.queue_size)
         self._clients.add(client)
         handler = asyncio.current_task()
@@ -248,7 +272,7 @@ class ControlServer:
                     if newline < 0:
                         if len(buf) > self.max_line:
                             if not skipping:
-                                client.send(error_reply(None, too_long))
+                                await client.reply(error_reply(None, too_long))
                             skipping = True
                             buf.clear()
                         break
@@ -257,13 +281,28 @@ class ControlServer:
                     if skipping:
                         skipping = False
                     elif len(line) > self.max_line:
-                        client.send(error_reply(None, too_long))
+                        await client.reply(error_reply(None, too_long))
                     elif line.strip():
                         await self._dispatch(client, line)
+        except Exception:  # a bug here must cost one connection, never a log flood
+            _limited.exception("serve", "control connection failed")
         finally:
             self._clients.discard(client)  # a say/ask still running finishes; its reply is lost
             await client.flush(0.5)
             client.close()
+
+    async def _refuse(self, writer: asyncio.StreamWriter) -> None:
+        _limited.warning("too-many-clients", "control socket: %d clients connected, refusing "
+                         "another", len(self._clients))
+        try:
+            writer.write(encode(error_reply(None, f"too many control clients ({MAX_CLIENTS} "
+                                                  "connected): close idle connections and "
+                                                  "try again")))
+            await asyncio.wait_for(writer.drain(), 1.0)
+        except (asyncio.TimeoutError, ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
 
     async def _dispatch(self, client: _Client, line: bytes) -> None:
         """Commands run in order, one at a time per client; say/ask, which wait for their
@@ -271,14 +310,15 @@ class ControlServer:
         try:
             request = parse_request(line)
         except ProtocolError as exc:
-            client.send(error_reply(exc.request_id, str(exc)))
+            await client.reply(error_reply(exc.request_id, str(exc)))
             return
         if request.cmd not in ("say", "ask"):
             await self._run(client, request)
             return
         if len(client.tasks) >= MAX_IN_FLIGHT:
-            client.send(error_reply(request.id, f"too many requests in flight (at most "
-                                                f"{MAX_IN_FLIGHT}): wait for the replies"))
+            await client.reply(error_reply(request.id, f"too many requests in flight (at most "
+                                                       f"{MAX_IN_FLIGHT}): wait for the "
+                                                       "replies"))
             return
         task = asyncio.get_running_loop().create_task(self._run(client, request))
         client.tasks.add(task)
@@ -288,13 +328,14 @@ class ControlServer:
         try:
             result = await self._execute(client, request)
         except UserError as exc:
-            client.send(error_reply(request.id, str(exc)))
+            await client.reply(error_reply(request.id, str(exc)))
             return
         except Exception as exc:  # a bug in one command must not take the daemon down
-            log.exception("control command %s failed", request.cmd)
-            client.send(error_reply(request.id, f"internal error in {request.cmd}: {exc}"))
+            _limited.exception(f"cmd-{request.cmd}", "control command %s failed", request.cmd)
+            await client.reply(error_reply(request.id, f"internal error in {request.cmd}: "
+                                                       f"{exc}"))
             return
-        client.send(ok_reply(request.id, result))
+        await client.reply(ok_reply(request.id, result))
         if request.cmd == "quit":
             await client.flush()
             self._manager.stop()
@@ -323,30 +364,37 @@ class ControlServer:
             manager.set_policy(args["policy"])
             return {"policy": args["policy"]}
         if cmd == "reload":
-            return await self._reload()
+            return await self.reload()
         if cmd == "quit":
             return {"stopping": True}
         raise ProtocolError(f"unknown command {cmd!r}")  # pragma: no cover - parse_request
 
-    async def _reload(self) -> dict:
-        """Re-read the config file; apply the live sections, list what needs a restart."""
-        from edgevoice.config import load_config
-        from edgevoice.ear.activation import make_spotter
+    async def reload(self) -> dict:
+        """`reload` (and SIGHUP): re-read the config file, apply the live sections."""
+        self.config, result = await reload_config(self._manager, self.config, self.config_path)
+        return result
 
-        loop = asyncio.get_running_loop()
-        new, source = await loop.run_in_executor(None, load_config, self.config_path)
-        # Built off the loop; a phrase the dictionary can't say fails here, before any change.
-        spotter = await loop.run_in_executor(None, make_spotter, new.activation,
-                                             new.audio.sample_rate)
-        old, fresh = _flat(config_to_dict(self.config)), _flat(config_to_dict(new))
-        changed = [key for key in fresh if fresh[key] != old.get(key)]
-        self._manager.apply_config(new.agent, new.activation, spotter)
-        self.config = dataclasses.replace(self.config, agent=new.agent,
-                                          activation=new.activation)
-        live = tuple(f"{section}." for section in _LIVE_SECTIONS)
-        return {"source": str(source) if source else None,
-                "applied": [k for k in changed if k.startswith(live)],
-                "needs_restart": [k for k in changed if not k.startswith(live)]}
+
+async def reload_config(manager, current: Config,
+                        config_path: Optional[str]) -> tuple[Config, dict]:
+    """Re-read the config file; apply the live sections to ``manager``, list what needs a
+    restart. Returns the config now in effect and the result `reload` replies with."""
+    from edgevoice.config import load_config
+    from edgevoice.ear.activation import make_spotter
+
+    loop = asyncio.get_running_loop()
+    new, source = await loop.run_in_executor(None, load_config, config_path)
+    # Built off the loop; a phrase the dictionary can't say fails here, before any change.
+    spotter = await loop.run_in_executor(None, make_spotter, new.activation,
+                                         new.audio.sample_rate)
+    old, fresh = _flat(config_to_dict(current)), _flat(config_to_dict(new))
+    changed = [key for key in fresh if fresh[key] != old.get(key)]
+    manager.apply_config(new.agent, new.activation, spotter)
+    applied = dataclasses.replace(current, agent=new.agent, activation=new.activation)
+    live = tuple(f"{section}." for section in _LIVE_SECTIONS)
+    return applied, {"source": str(source) if source else None,
+                     "applied": [k for k in changed if k.startswith(live)],
+                     "needs_restart": [k for k in changed if not k.startswith(live)]}
 
 
 async def run_agent(manager, control: Optional[ControlServer]) -> None:

@@ -1,7 +1,8 @@
 """`pull`: download, check, unpack and install one catalog model — all or nothing.
 
 Order matters: the sha256 is checked (against the catalog, or the pin of an earlier first
-download) before anything is unpacked or renamed; a zip is unpacked into a temp folder on the
+download) and the file's structure (GGUF magic, zip directory) before anything is pinned,
+unpacked or renamed; a zip is unpacked into a temp folder on the
 same file system; the manifest is written before the final atomic rename, so a crash leaves
 either the old state or a model `verify` can check — never a half-written file under the
 model's name.
@@ -20,6 +21,7 @@ from edgevoice.modelstore.download import discard, download
 from edgevoice.modelstore.errors import DownloadError
 from edgevoice.modelstore.fsutil import human_size
 from edgevoice.modelstore.progress import Progress, say, warn_loudly
+from edgevoice.modelstore.sniff import content_problem
 from edgevoice.modelstore.store import FileRecord, Manifest, ModelStore, hash_tree, now_iso
 
 UNPACK_FACTOR = 2
@@ -82,6 +84,12 @@ def pull(entry: CatalogEntry, store: ModelStore, *, force: bool = False, retries
             discard(part)
             raise DownloadError(f"{entry.name}: the download has {got.size} bytes, the catalog "
                                 f"says {entry.size}; nothing was installed")
+        problem = content_problem(part, target=entry.target, archive=entry.archive)
+        if problem is not None:
+            discard(part)
+            raise DownloadError(f"{entry.name}: the download from {entry.url} is not a "
+                                f"{entry.kind} model: {problem}; it was deleted and nothing was "
+                                f"installed or pinned")
         if expected is None:
             store.add_pin(entry.name, entry.url, got.sha256, got.size)
             warn_loudly([
