@@ -19,7 +19,10 @@ shared). Per file:
 - real-time factor of each (wall time / audio time; the decoder load is not counted);
 - finish(): the time each ``finish()`` call takes (CPU time of the decoding thread: wall time
   under CPU contention measures the contention; wall time in the JSON). With finals at pauses
-  (the transcriber's default) it is called at every pause, for the segment since the last one;
+  (the transcriber's default) it is called at every pause, for the segment since the last one,
+  or, for a recognizer with a ``checkpoint`` (pocketsphinx), that is called instead and timed
+  here the same way (the utterance's audio so far; the decoder's own end is left to the next
+  utterance's start, inside the streaming real-time factor);
 - final after the endpoint: how long after the endpoint (end of speech + ``vad.hangover_ms``)
   the utterance's final transcript is ready, in CPU time: the ``finish()`` run at the endpoint,
   or, when a pause already finished the last segment, what that finish took beyond the
@@ -86,6 +89,8 @@ class _Timed:
         for optional in ("speech_paused", "resume_utterance"):  # looked up with getattr
             if hasattr(rec, optional):
                 setattr(self, optional, getattr(rec, optional))
+        if hasattr(rec, "checkpoint"):
+            self.checkpoint = self._checkpoint
 
     def accept(self, chunk) -> None:
         self._audio_ms += chunk.duration_ms
@@ -101,6 +106,14 @@ class _Timed:
             self.utterances.append((self._audio_ms / 1000, time.thread_time() - c0,
                                     time.perf_counter() - t0))
         self._audio_ms = 0.0
+        return transcript
+
+    def _checkpoint(self):
+        """Timed like ``finish`` (it stands in for it at a pause); the utterance goes on."""
+        t0, c0 = time.perf_counter(), time.thread_time()
+        transcript = self.rec.checkpoint()
+        self.utterances.append((self._audio_ms / 1000, time.thread_time() - c0,
+                                time.perf_counter() - t0))
         return transcript
 
     def spent_since(self, n: int) -> float:

@@ -17,6 +17,7 @@ from edgevoice.ear.endpoint import UtteranceSegmenter
 from edgevoice.ear.transcriber import (
     Partial,
     Pause,
+    Resume,
     StreamingTranscriber,
     Utterance,
     transcribe_chunks,
@@ -212,66 +213,53 @@ def test_partials_arrive_during_a_long_utterance(speech_folder):
     assert events.index(partials[0]) < events.index(finals[0])
 
 
-# --- pocketsphinx: segments of one utterance (finals at pauses) -----------------------------
+# --- pocketsphinx: one decode through the pauses of an utterance (finals at pauses) -------
 
 
-def _mean(rec: PocketsphinxRecognizer) -> np.ndarray:
-    return np.array([float(v) for v in rec._decoder.get_cmn(False).split(",")])
+def _feed(rec: PocketsphinxRecognizer, data: bytes) -> None:
+    for i in range(0, len(data), 960):
+        rec.accept(AudioChunk(data[i:i + 960]))
 
 
-def test_resume_utterance_decodes_at_once_from_the_last_segments_mean(speech_folder):
-    """After a pause's finish(), resume_utterance() makes the next audio continue the same
-    utterance: no lookahead hold-back (a partial at once) and the mean the segment ended with."""
+def test_checkpoint_is_the_final_and_does_not_end_the_utterance(speech_folder):
+    """At a pause, checkpoint() is what finish() gives when only silence follows; and it ends
+    nothing: the speech after it is decoded in the same utterance."""
     first = read_audio(speech_folder / "pocketsphinx__goforward.wav")
     second = read_audio(speech_folder / "pocketsphinx__cards_005.wav")  # "eight of spades ..."
-    head = AudioChunk(second.data[: 16000 * 2 * 9 // 10])  # 0.9 s: under the lookahead window
-    # Without a resume the head is held back (no partial yet)...
-    held = PocketsphinxRecognizer()
-    held.accept(head)
-    assert held.partial() == ""
+    pause, rest = b"\0\0" * 16 * 240, b"\0\0" * 16 * 400
     rec = PocketsphinxRecognizer()
-    for c in iter_chunks(first, 30):
-        rec.accept(c)
-    ended_with = _mean(rec)
-    assert "forward" in rec.finish().text
-    rec.resume_utterance()
-    rec.accept(AudioChunk(head.data[:320]))  # 10 ms: the mean is still the one given
-    assert np.allclose(_mean(rec), ended_with, atol=0.05), (_mean(rec), ended_with)
-    rec.accept(AudioChunk(head.data[320:]))
-    assert rec.partial() != ""  # ... and with one it is decoded at once
-    rest = AudioChunk(second.data[len(head.data):])
-    rec.accept(rest)
-    assert "spades" in rec.finish().text.split()
+    _feed(rec, first.data + pause)
+    at_pause = rec.checkpoint()
+    assert "forward" in at_pause.text.split()
+    _feed(rec, rest)
+    final = rec.finish()
+    assert final.text == at_pause.text
+    assert [w.text for w in final.words] == [w.text for w in at_pause.words]
+    # the same again, the speaker going on after the pause: one utterance with both
+    _feed(rec, first.data + pause)
+    assert rec.checkpoint().text == at_pause.text
+    _feed(rec, second.data)
+    words = rec.finish().text.split()
+    assert "forward" in words and "spades" in words
+    assert rec.checkpoint().text == ""  # no utterance open
 
 
-def test_resume_utterance_needs_a_finished_segment(speech_folder):
-    """Nothing to continue: a fresh recognizer, or one reset since, holds the lookahead back as
-    for any new utterance, and a new utterance after segments is decoded as if fresh."""
+def test_a_reset_utterance_leaves_nothing_behind(speech_folder):
+    """reset() after a checkpoint (the transcriber's end of an utterance that ended in a pause):
+    the next utterance decodes as on a fresh recognizer, the held-back start included."""
     clip = read_audio(speech_folder / "pocketsphinx__cards_005.wav")
-    head = AudioChunk(clip.data[: 16000 * 2 * 9 // 10])
-    fresh = PocketsphinxRecognizer()
-    fresh.resume_utterance()
-    fresh.accept(head)
-    assert fresh.partial() == ""
-    rec = PocketsphinxRecognizer()
-    rec.accept(clip)
-    rec.finish()
-    rec.reset()
-    rec.resume_utterance()
-    rec.accept(head)
-    assert rec.partial() == ""
-    # Segments then a new utterance (no resume): the same words as a fresh recognizer.
     other = read_audio(speech_folder / "speechbrain__spk1_snt1.wav")
     alone = PocketsphinxRecognizer()
-    alone.accept(other)
+    _feed(alone, other.data)
     expected = alone.finish().text
+    rec = PocketsphinxRecognizer()
+    _feed(rec, _scaled(clip, 0.1).data)
+    assert rec.checkpoint().text
     rec.reset()
-    rec.accept(clip)
-    rec.finish()
-    rec.resume_utterance()
-    rec.accept(_scaled(clip, 0.1))
-    rec.finish()
-    rec.accept(other)
+    head = AudioChunk(other.data[: 16000 * 2 * 9 // 10])  # 0.9 s: under the lookahead window
+    rec.accept(head)
+    assert rec.partial() == ""
+    _feed(rec, other.data[len(head.data):])
     assert rec.finish().text == expected and expected
 
 
@@ -284,9 +272,9 @@ def _trimmed(audio: AudioChunk) -> AudioChunk:
     return AudioChunk.from_samples(x[loud[0] * 480: (loud[-1] + 1) * 480], 16000)
 
 
-def test_finals_at_pauses_resume_the_same_utterance(speech_folder):
-    """The transcriber finishes at a pause and resumes the recognizer when the speaker goes on:
-    one utterance, both segments' words."""
+def test_finals_at_pauses_decode_through_the_pause(speech_folder):
+    """The transcriber takes a checkpoint at the pause and the recognizer goes on decoding when
+    the speaker does: one utterance, one decode, both clips' words."""
     a = _trimmed(read_audio(speech_folder / "pocketsphinx__goforward.wav"))
     b = _trimmed(read_audio(speech_folder / "pocketsphinx__cards_005.wav"))
     gap = b"\0\0" * 16 * 350
@@ -295,8 +283,9 @@ def test_finals_at_pauses_resume_the_same_utterance(speech_folder):
     audio = AudioChunk(gap * 2 + a.data + b"\0\0" * 1600 + b.data + gap * 3)
     rec = PocketsphinxRecognizer()
     calls = []
-    resume = rec.resume_utterance
-    rec.resume_utterance = lambda: (calls.append("resume"), resume())[1]
+    for name in ("checkpoint", "finish"):
+        method = getattr(rec, name)
+        setattr(rec, name, lambda m=method, n=name: (calls.append(n), m())[1])
     transcriber = StreamingTranscriber(Config().vad, rec)
     events = [e for c in iter_chunks(audio, 30) for e in transcriber.feed(c)]
     events += list(transcriber.flush())
@@ -304,8 +293,9 @@ def test_finals_at_pauses_resume_the_same_utterance(speech_folder):
     assert len(finals) == 1, events
     words = finals[0].text.split()
     assert "forward" in words and "spades" in words, finals[0].text
-    assert calls, "the transcriber did not resume the recognizer"
+    assert "checkpoint" in calls and calls.count("finish") <= 1, calls
+    assert any(isinstance(e, Resume) for e in events)
     pauses = [e for e in events if isinstance(e, Pause) and e.final]
-    assert pauses and pauses[0].text in finals[0].text
+    assert pauses and "forward" in pauses[0].text.split()
     times = [t for w in finals[0].transcript.words for t in (w.start, w.end)]
     assert times == sorted(times)

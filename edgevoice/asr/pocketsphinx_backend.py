@@ -47,10 +47,14 @@ class PocketsphinxRecognizer:
     leading the utterance (beyond the endpointer's usual pre-roll, e.g. after a push-to-talk
     press) does not count towards the window, nor into the mean, up to ``MAX_HOLD_MS``.
 
-    Segments: after ``finish`` ended a segment at a pause inside an utterance,
-    ``resume_utterance`` makes the next ``accept`` continue it -- same speaker, same room -- so
-    decoding starts at once from the cepstral mean the last segment ended with (no lookahead
-    hold-back, partials at once).
+    Pauses: ``checkpoint`` gives the words so far as the final would have them, without ending
+    the utterance -- the decoder goes on through the pause, with its language-model history,
+    acoustic state and running mean, as a whole-file decode does. (The first pass's best path at
+    a frame is what ``end_utt`` returns when only silence follows: the same text on every tuning
+    file checked. Ending and restarting the utterance at each pause lost words at the cuts: "four
+    of | clubs" became "four of loads".) ``reset`` abandons an
+    utterance; its ``end_utt`` (tens to hundreds of ms) is left to the next utterance's first
+    audio, which is held back (the lookahead) anyway, so it never delays a final.
     """
 
     name = "pocketsphinx"
@@ -84,8 +88,7 @@ class PocketsphinxRecognizer:
         self._pending = bytearray()  # this utterance's audio not yet given to the decoder
         self._in_utterance = False  # audio of an utterance has been accepted
         self._decoding = False  # ... and the decoder has started it (lookahead released)
-        self._last_cmn: str | None = None  # the mean the last finished segment ended with
-        self._resume = False  # the next accept continues that segment's utterance
+        self._abandoned = False  # the decoder's utterance was reset; end_utt still to do
 
     def accept(self, chunk: AudioChunk) -> None:
         if chunk.format.rate != self.sample_rate or chunk.format.channels != 1:
@@ -94,10 +97,7 @@ class PocketsphinxRecognizer:
         if self._decoding:
             self._feed(chunk.data)
             return
-        if self._resume and self._last_cmn is not None:
-            self._resume = False
-            self._start(self._last_cmn, chunk.data)
-            return
+        self._end_abandoned()  # at the utterance's first audio, long before its first pause
         self._pending += chunk.data
         if len(self._pending) >= self._max_hold or (
             len(self._pending) - self._quiet_lead(self._pending) >= self._lookahead
@@ -109,48 +109,55 @@ class PocketsphinxRecognizer:
         if self._in_utterance and not self._decoding:
             self._release()
 
-    def resume_utterance(self) -> None:
-        """The next ``accept`` continues the utterance whose segment ``finish`` just ended (the
-        speaker went on after a pause): decoding starts at once, from the cepstral mean that
-        segment ended with. Without a finished segment to continue it does nothing."""
-        if not self._in_utterance and self._last_cmn is not None:
-            self._resume = True
-
     def partial(self) -> str:
         if not self._decoding:
             return ""
         hyp = self._decoder.hyp()
         return hyp.hypstr if hyp is not None else ""
 
+    def checkpoint(self) -> Transcript:
+        """The final transcript of the audio so far, should no more speech come, without
+        ending the utterance (sub-millisecond: the first pass's best path, which is what
+        ``finish`` returns when only silence follows)."""
+        if not self._in_utterance:
+            return Transcript("", is_final=True)
+        self.speech_paused()
+        return self._transcript()
+
     def finish(self) -> Transcript:
-        self._resume = False
         if not self._in_utterance:
             return Transcript("", is_final=True)
         if not self._decoding:
             self._release()
-        self._last_cmn = self._decoder.get_cmn(False)
         self._decoder.end_utt()
         self._in_utterance = self._decoding = False
+        return self._transcript()
+
+    def reset(self) -> None:
+        self._abandoned = self._abandoned or self._decoding
+        self._pending.clear()
+        self._in_utterance = self._decoding = False
+
+    def close(self) -> None:
+        self.reset()
+        self._end_abandoned()
+
+    def _transcript(self) -> Transcript:
         words = tuple(
             Word(
                 text=_ALT_PRONUNCIATION.sub("", seg.word),
                 start=seg.start_frame / _FRAMES_PER_SECOND,
                 end=(seg.end_frame + 1) / _FRAMES_PER_SECOND,
             )
-            for seg in self._decoder.seg()
+            for seg in self._decoder.seg() or ()  # None while it has no hypothesis yet
             if not _is_filler(seg.word)
         )
         return Transcript(" ".join(w.text for w in words), is_final=True, words=words)
 
-    def reset(self) -> None:
-        if self._decoding:
+    def _end_abandoned(self) -> None:
+        if self._abandoned:
+            self._abandoned = False
             self._decoder.end_utt()
-        self._pending.clear()
-        self._in_utterance = self._decoding = self._resume = False
-        self._last_cmn = None
-
-    def close(self) -> None:
-        self.reset()
 
     def _quiet_lead(self, data: bytes | bytearray) -> int:
         """Bytes of ``data`` before its first loud frame, less ``_QUIET_KEEP_MS``."""
@@ -171,8 +178,9 @@ class PocketsphinxRecognizer:
         self._start(self._estimate_cmn(data[self._quiet_lead(data):]), data)
 
     def _start(self, cmn: str, data: bytes) -> None:
-        # A fresh front end per segment: its noise estimate and CMN state adapt within an
+        # A fresh front end per utterance: its noise estimate and CMN state adapt within an
         # utterance and would otherwise carry into the next one; the mean is given.
+        self._end_abandoned()
         self._decoder.reinit_feat()
         self._decoder.set_cmn(cmn)
         self._decoder.start_utt()

@@ -8,7 +8,11 @@
   it only runs while the cheap stages hear speech, on 512-sample chunks cut from the VAD frames.
 - ``SpeechDetector``: webrtcvad AND the gate, AND (when enabled) Silero while no utterance is open,
   one decision per frame: Silero decides whether speech *starts*, the cheap stages how long it
-  goes on. Silero misses quiet speech (on the shared chan3 clip, 6 s of speech at -40..-55 dBFS
+  goes on. Inside an utterance a frame the gate passes also counts when it stands clearly above
+  the noise floor, shortly after confirmed speech (``CONTINUE_MS``): webrtcvad, its noise model
+  adapted to the room, drops the unvoiced ends of words in noise (the "ts" of "hearts" at 20 dB
+  SNR), and the recognizer lost the word when the pause or the end came in the middle of it.
+  Silero misses quiet speech (on the shared chan3 clip, 6 s of speech at -40..-55 dBFS
   after loud speech: p < 0.15), so letting it end utterances would cut people off mid-sentence.
 """
 
@@ -33,6 +37,16 @@ _GATE_BAND_HZ = (100.0, 7000.0)
 # noise at any level) while its noise model settles; those frames are never speech. Speech that
 # really starts at once is not lost: the pre-roll reaches back over this time.
 WARMUP_MS = 210
+CONTINUE_MS = 300
+"""Inside an utterance, how long after the last frame webrtcvad and the gate both called speech
+a frame the gate alone passes still counts, when it is ``CONTINUE_DB`` above the noise floor (a
+word's unvoiced tail; about a syllable). Bridged frames do not extend it: anything loud and
+structured after speech (music, typing) lengthens an utterance by this much at most."""
+CONTINUE_DB = 6.0
+"""How far above the noise floor (``FLOOR_PERCENTILE`` of the last ``FLOOR_S`` of frame levels) a
+bridged frame must be: steady noise frames vary by well under 1 dB at 30 ms."""
+FLOOR_S = 3.0
+FLOOR_PERCENTILE = 10.0
 
 
 def _ceil_frames(ms: float, frame_ms: int) -> int:
@@ -276,6 +290,9 @@ class SpeechDetector:
         self._warmup_frames = _ceil_frames(WARMUP_MS, cfg.frame_ms)
         self._seen = 0
         self.gate = NoiseGate(cfg.gate_min_dbfs, cfg.gate_max_flatness, self.frame_samples, rate)
+        self._continue_frames = _ceil_frames(CONTINUE_MS, cfg.frame_ms)
+        self._levels: deque[float] = deque(maxlen=max(1, int(FLOOR_S * 1000 // cfg.frame_ms)))
+        self._since_speech = self._continue_frames + 1  # frames since cheap speech
         self.neural = neural_opinion(cfg, rate)
         """The neural stage, or None (``vad.neural: off``, or ``auto`` without Silero)."""
 
@@ -298,17 +315,36 @@ class SpeechDetector:
             if self.neural is not None:
                 self.neural.observe(samples, False)  # kept for its priming, never scored
             return False
+        level = self._level(samples)
         cheap = vad_says and self.gate.passes(samples)
+        self._since_speech = 0 if cheap else self._since_speech + 1
+        if not may_start:
+            if self.neural is not None:
+                self.neural.skip(samples)
+            return cheap or self._continues(samples, level)
         if self.neural is None:
             return cheap
-        if not may_start:
-            self.neural.skip(samples)
-            return cheap
         return self.neural.observe(samples, cheap)
+
+    def _level(self, samples: np.ndarray) -> float:
+        """The frame's level in dB (full scale 0), kept for the noise floor."""
+        x = samples.astype(np.float32)
+        level = 10.0 * math.log10(float(np.dot(x, x)) / len(x) / _FULL_SCALE_POWER + 1e-12)
+        self._levels.append(level)
+        return level
+
+    def _continues(self, samples: np.ndarray, level: float) -> bool:
+        """An utterance goes on through a frame webrtcvad rejected (see ``CONTINUE_MS``)."""
+        if self._since_speech > self._continue_frames or len(self._levels) < 2:
+            return False
+        floor = float(np.percentile(np.fromiter(self._levels, np.float64), FLOOR_PERCENTILE))
+        return level >= floor + CONTINUE_DB and self.gate.passes(samples)
 
     def reset(self) -> None:
         """Forget webrtcvad's adapted state (a new stream); the warm-up starts again."""
         self._vad = self._vad_factory(self.cfg.mode)
         self._seen = 0
+        self._levels.clear()
+        self._since_speech = self._continue_frames + 1
         if self.neural is not None:
             self.neural.reset()

@@ -3,13 +3,15 @@
 Synchronous and clock-free: feed it chunks (from a file or a microphone queue) and it returns
 events. The caller decides which thread runs it; the recognizer must stay on that thread.
 
-Finals at pauses: at each pause inside an utterance (``vad.pause_ms`` of silence) the recognizer
-finishes the words so far, so the ``Pause`` carries the very text the ``Utterance`` will have if
-the user says no more (the answer can start on it, and the final costs nothing at the endpoint).
-When the user goes on (``Resume``) the recognizer continues the same utterance in a new segment
-(``resume_utterance``, where it has one, keeps its acoustic state) and the final joins the
-segments. A lattice decoder's final differs from its partials, so this is what makes work started
-at a pause match the final transcript.
+Finals at pauses: at each pause inside an utterance (``vad.pause_ms`` of silence) the ``Pause``
+carries the very text the ``Utterance`` will have if the user says no more (the answer can start
+on it, and the final costs nothing at the endpoint). A recognizer with a ``checkpoint`` (the words
+so far as its final would have them, without ending the utterance: pocketsphinx) decodes the
+whole utterance in one go, pauses included, as a batch decode does: when the user stops there,
+the checkpoint is the final. Any other (vosk) finishes the words so far at the pause; when the
+user goes on (``Resume``) it continues the same utterance in a new segment (``resume_utterance``,
+where it has one) and the final joins the segments -- which loses words at the cuts (the new
+segment starts without the old one's context), hence the checkpoint where there is one.
 
 The turn detector (``edgevoice.ear.turn_detector``, optional): at each pause it hears the last
 seconds of the utterance and, when it says the turn is complete, the utterance ends right there
@@ -142,6 +144,7 @@ class StreamingTranscriber:
         self._segment_start: float | None = None  # audio start of the segment being decoded
         self._held: deque[AudioChunk] = deque()  # silence after a pause's final, not yet fed
         self._finished = False  # the recognizer finished at a pause; no speech since
+        self._checkpoint: Transcript | None = None  # taken at a pause; no speech since
 
     def _said_so_far(self, partial: str = "") -> str:
         return " ".join(t for t in [*(s.text.strip() for _, s in self._segments), partial.strip()]
@@ -168,6 +171,7 @@ class StreamingTranscriber:
                 self._segments, self._segment_start = [], None
                 self._held.clear()
                 self._finished = False
+                self._checkpoint = None
                 yield event
             elif isinstance(event, SpeechAudio):
                 if self.turn_detector is not None:
@@ -188,7 +192,10 @@ class StreamingTranscriber:
             elif isinstance(event, SpeechPause):
                 yield from self._pause(event)
             elif isinstance(event, SpeechResume):
-                if self._finished:
+                if self._checkpoint is not None:
+                    self._checkpoint = None
+                    yield Resume(self._start_ms or 0.0, event.at_ms)
+                elif self._finished:
                     yield from self._resume(event)
             elif isinstance(event, SpeechEnd):
                 start = self._start_ms if self._start_ms is not None else event.end_ms
@@ -209,11 +216,16 @@ class StreamingTranscriber:
             if text:
                 yield Pause(text, start, event.at_ms, False, event.speech_end_ms)
             return
-        if self._segment_start is not None:
-            self._segments.append((self._segment_start, self.recognizer.finish()))
-            self._segment_start = None
-        self._finished = True
-        text = self._said_so_far()
+        checkpoint = getattr(self.recognizer, "checkpoint", None)
+        if checkpoint is not None:  # the utterance goes on being decoded, through the pause
+            self._checkpoint = checkpoint()
+            text = self._checkpoint.text.strip()
+        else:
+            if self._segment_start is not None:
+                self._segments.append((self._segment_start, self.recognizer.finish()))
+                self._segment_start = None
+            self._finished = True
+            text = self._said_so_far()
         if text:
             yield Pause(text, start, event.at_ms, True, event.speech_end_ms)
             if self.turn_detector is not None and self._turn_complete(text):
@@ -252,7 +264,14 @@ class StreamingTranscriber:
             self._held.popleft()
 
     def _final(self, start: float) -> Transcript:
-        """The utterance's final: its segments, the last one finished now unless a pause did."""
+        """The utterance's final: the checkpoint of the pause it ended in (the decoder's own
+        end is left to the recognizer's ``reset``), else its segments, the last one finished
+        now unless a pause did."""
+        if self._checkpoint is not None:
+            transcript, self._checkpoint = self._checkpoint, None
+            self.recognizer.reset()
+            self._segments, self._segment_start = [], None
+            return transcript
         if self._segment_start is not None or not self._segments:
             seg_start = self._segment_start if self._segment_start is not None else start
             self._segments.append((seg_start, self.recognizer.finish()))
