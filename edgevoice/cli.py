@@ -417,8 +417,13 @@ def cmd_run(args) -> int:
             out_device = (args.output_device if args.output_device is not None
                           else cfg.audio.output_device)
             output = DeviceOutput(out_device, synth.format.rate)
+        from edgevoice.ear.echo import cancel_echo
+
+        # The first stage after the microphone: the speaker's own voice taken out of it.
+        ear_source = cancel_echo(cfg.audio.echo_cancel, source, getattr(output, "speaker", None),
+                                 records_from_device=not args.input)
         manager = TurnManager(
-            source=source, transcriber=transcriber, brain=Brain(router, cfg.llm),
+            source=ear_source, transcriber=transcriber, brain=Brain(router, cfg.llm),
             synthesizer=synth, output=output, agent=cfg.agent, emit=emit,
             stop_at_input_end=bool(args.input), devices=_device_watch(source, output),
             first_clause_max_words=cfg.tts.first_clause_max_words,

@@ -48,6 +48,12 @@ class AudioConfig:
                            min=8000, max=48000)
     block_ms: int = opt(30, "audio block size read from the input device", unit="ms",
                         min=10, max=200)
+    echo_cancel: Literal["auto", "on", "off"] = opt(
+        "auto", "remove the agent's own voice from the microphone (WebRTC AEC3, pywebrtc-audio), "
+        "so open speakers can be talked over: auto = whenever the agent plays to a device and "
+        "records from one (where it cannot run, the agent is half duplex: no barge-in while it "
+        "speaks, and says so), on = required (an error when pywebrtc-audio is missing), off = "
+        "never (a headset)")
 
 
 @dataclass(frozen=True)
@@ -223,8 +229,9 @@ class TtsConfig:
 class AgentConfig:
     """Conversation behaviour."""
 
-    barge_in: bool = opt(True, "speaking over the answer stops it; turn off with open speakers "
-                               "and no echo cancellation")
+    barge_in: bool = opt(True, "speaking over the answer stops it (with open speakers thanks to "
+                               "`audio.echo_cancel`; where that cannot run, speech over the "
+                               "answer is ignored by itself)")
     speculate: bool = opt(True, "let the local model read the words heard so far while you are "
                                 "still talking (partial transcripts, and the one at a pause), so "
                                 "a turn starts with its prompt already evaluated")
@@ -243,6 +250,10 @@ class AgentConfig:
         "not finished) stops the answer and joins your new words to the same turn: one reply "
         "to the whole sentence; later speech is a barge-in. 0 = never", unit="ms", min=0,
         max=10000)
+    resume_false_barge_in: bool = opt(
+        True, "a barge-in stops the speaker at once, but the answer only pauses until the "
+        "speech's words are known: when there are none (a cough, a door) it plays on from the "
+        "clause it stopped in; off = every barge-in ends the answer")
 
 
 @dataclass(frozen=True)

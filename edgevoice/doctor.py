@@ -522,6 +522,26 @@ def check_turn_model(cfg: Config, paths: Paths) -> list[Check]:
                      f"{cfg.turn.fallback_ms} ms")]
 
 
+def check_echo_cancel(cfg: Config) -> list[Check]:
+    """Echo cancellation (`audio.echo_cancel`): whether AEC3 can run; where it cannot, the agent
+    is half duplex (no barge-in while it speaks): a warning under `auto`, a failure under `on`."""
+    from edgevoice.ear.echo import HALF_DUPLEX, INSTALL_HINT, available
+
+    name = "echo-cancel"
+    mode = cfg.audio.echo_cancel
+    if mode == "off":
+        return [ok(name, "off (`audio.echo_cancel`): fine with a headset; with open speakers "
+                         "the agent may hear itself")]
+    problem = available()
+    if problem is not None:
+        bad = fail if mode == "on" else warn
+        return [bad(name, f"{problem}; {HALF_DUPLEX}",
+                    f"`{INSTALL_HINT}` into edgevoice's environment (no wheels for 32-bit ARM)")]
+    return [ok(name, f"{mode}: WebRTC AEC3 (pywebrtc-audio {_version('pywebrtc-audio')}) when "
+                     "playing to and recording from devices; falls back to half duplex (logged) "
+                     "if the audio backend gives no stream timing")]
+
+
 # ---------------------------------------------------------------------------------------------
 # CPU and llama.cpp
 # ---------------------------------------------------------------------------------------------
@@ -790,6 +810,7 @@ def run_checks(config_path: Optional[str] = None, *, remotes: Sequence[tuple[str
                  + _guard("llm-model", lambda: check_llm_model(cfg, paths))
                  + _guard("model-fit", lambda: check_model_fit(cfg, paths))
                  + _guard("turn-model", lambda: check_turn_model(cfg, paths))
+                 + _guard("echo-cancel", lambda: check_echo_cancel(cfg))
                  + _guard("cpu", lambda: check_cpu(cfg))
                  + _guard("llama-cpp", lambda: check_llama_cpp(cfg)))
         checks += _guard("audio", lambda: _audio_checks(audio, cfg))

@@ -7,7 +7,11 @@ through ``call_soon_threadsafe``; the loop never blocks on an engine. Flow of a 
     -> TTS thread, one clause at a time -> AudioOutput schedule -> turn event
 
 Barge-in (speech starting while thinking or speaking) cancels the LLM stream, the queued TTS and
-the output buffer; the history keeps only what had been played.
+the output buffer; the history keeps only what had been played. With
+``agent.resume_false_barge_in`` the speaker stops at once but the turn only pauses until the
+barge-in's words are known: words (a partial or a final) end it as before, none (a cough, a
+door) or our own voice coming back play it on from the clause that was cut. A microphone
+without echo cancellation on open speakers (``half_duplex``) takes no barge-in at all.
 
 The answer starts before the decision (``agent.answer_at_pause``): the ear finishes the words at
 each pause (``Pause.final``), and the whole turn runs on them at once -- model tokens, clauses,
@@ -55,6 +59,8 @@ from edgevoice.tts.protocol import Synthesizer
 
 log = logging.getLogger(__name__)
 
+MAX_RESUMES = 2  # a turn paused by noise resumes at most this often (an echo must not loop)
+
 
 class AudioSource(Protocol):
     overflows: int
@@ -66,6 +72,7 @@ class AudioSource(Protocol):
 class _Played:
     text: str
     slot: Scheduled
+    audio: Optional[AudioChunk] = None  # kept to play it again after a false barge-in
 
 
 @dataclass
@@ -78,6 +85,10 @@ class _ActiveTurn:
     # end of the utterance; every other turn is confirmed from the start.
     confirmed: asyncio.Event = field(default_factory=asyncio.Event)
     voice: bool = False  # answers speech (not `ctl say` / `ask`): may be reopened
+    # Stopped by a barge-in whose words are not known yet (``agent.resume_false_barge_in``):
+    # the monotonic time the output stopped, and how often it resumed already.
+    paused_at: Optional[float] = None
+    resumes: int = 0
 
 
 @dataclass
@@ -285,6 +296,8 @@ class TurnManager:
             self._speculator.cancel()  # words from an utterance that ended without any
             self._on_speech_start()
         elif isinstance(event, Partial):
+            if event.text.strip():
+                self._words_came()
             self.emit({"event": "partial", "text": event.text})
             self._speculate(self._joined(event.text))
         elif isinstance(event, Pause):
@@ -310,17 +323,71 @@ class TurnManager:
         talking = self._active is not None or self.output.idle_at() > now
         if not talking:
             return
-        if self.cfg.barge_in:
-            if self._active is not None and self._may_reopen(self._active, now):
-                self._reopen(self._active, now)
-            elif self._active is not None:
-                log.info("barge-in: the user spoke over turn %d", self._active.turn.id)
-                self._interrupt("barge-in")
+        active = self._active
+        if self.cfg.barge_in and not self.half_duplex:
+            if active is not None and active.paused_at is not None:
+                return  # stopped already: waiting for this speech's words
+            if active is not None and self._may_reopen(active, now):
+                self._reopen(active, now)
+            elif active is not None:
+                log.info("barge-in: the user spoke over turn %d", active.turn.id)
+                if self._may_resume(active):
+                    self._pause(active)
+                else:
+                    self._interrupt("barge-in")
             else:
                 self._clear_output()
         else:
             # Half duplex: speech that starts while we talk is likely our own echo.
             self._deaf = True
+
+    @property
+    def llm_worker(self) -> ThreadPoolExecutor:
+        """The one thread that runs the language model: other front ends of the same agent
+        (Wyoming's handle) submit their turns here, so one llama.cpp model sees one thread."""
+        return self._llm
+
+    @property
+    def half_duplex(self) -> bool:
+        """The microphone hears the speaker and nothing removes it (echo cancellation could not
+        run): speech during the answer is not taken as a barge-in."""
+        return bool(getattr(self.source, "half_duplex", False))
+
+    # -- barge-in that may turn out to be noise ------------------------------------------------
+
+    def _may_resume(self, active: _ActiveTurn) -> bool:
+        return (self.cfg.resume_false_barge_in and active.confirmed.is_set()
+                and active.resumes < MAX_RESUMES)
+
+    def _pause(self, active: _ActiveTurn) -> None:
+        """Stop the speaker now; the turn waits to know whether the speech had words."""
+        active.paused_at = self._clear_output()
+        active.confirmed.clear()  # _speak holds its next clause
+        self._set_state("listening")
+
+    def _words_came(self) -> None:
+        """The barge-in had words: the paused answer ends here, as an interrupted turn."""
+        active = self._active
+        if active is not None and active.paused_at is not None:
+            self._interrupt("barge-in")
+
+    def _resume(self, active: _ActiveTurn, why: str) -> None:
+        """Play the paused answer on from the clause that was cut (it starts again whole)."""
+        at, active.paused_at = active.paused_at, None
+        active.resumes += 1
+        kept = [p for p in active.played if p.slot.end <= at]
+        again = [p for p in active.played if p.slot.end > at]
+        active.played = kept
+        for item in again:
+            if item.audio is None:
+                continue
+            slot = self.output.play(item.audio)
+            self._own_voice.played(slot.start, slot.end, item.text)
+            active.played.append(_Played(item.text, slot, item.audio))
+        log.info("turn %d resumed (%s): the barge-in had no words", active.turn.id, why)
+        self.emit({"event": "resumed", "id": active.turn.id, "reason": why})
+        active.confirmed.set()
+        self._set_state("speaking" if again else "thinking")
 
     def _speculate(self, text: str) -> None:
         """Let the local model read the words heard so far (see ``agent/speculation.py``)."""
@@ -340,6 +407,8 @@ class TurnManager:
     def _answer_early(self, pause: Pause) -> None:
         """Start the whole turn on the words final at this pause; it plays if the utterance
         ends with them (``_on_utterance``), and is dropped if the user goes on."""
+        if self._active is not None and self._active.paused_at is not None:
+            self._words_came()
         if self._active is not None or self._deaf or "input" in self._lost:
             return
         text = self._joined(pause.text)
@@ -380,13 +449,21 @@ class TurnManager:
             self._drop_early("heard while speaking")
             log.info("ignored, began while speaking (barge_in off): %r", utt.text)
             return
+        paused = self._active if self._active is not None and \
+            self._active.paused_at is not None else None
         if now - speech_end > self.cfg.stale_s:
             self._drop_early("stale")
             self._ignore_stale(utt, now - speech_end)
+            if paused is not None:
+                self._interrupt("barge-in")
             return
         if self._own_voice.is_echo(utt.text, self.clock.at(utt.start_ms) or now, speech_end):
             self._ignore_own_voice(utt)
+            if paused is not None:
+                self._resume(paused, "it was my own voice")
             return
+        if paused is not None:
+            self._interrupt("barge-in")
         text = self._joined(utt.text)
         self._reopened = None
         early, self._early = self._early, None
@@ -470,6 +547,10 @@ class TurnManager:
     def _on_no_words(self) -> None:
         """The utterance that reopened a turn had no words (a cough, a door): answer the
         reopened words after all."""
+        active = self._active
+        if active is not None and active.paused_at is not None:
+            self._resume(active, "no words")
+            return
         reopened, self._reopened = self._reopened, None
         if reopened is None or self._active is not None:
             return
@@ -528,10 +609,13 @@ class TurnManager:
         await speaker
         # An early turn whose answer had nothing to say ends only once it is the turn (else
         # nobody would finish it: it would stay "thinking").
-        await active.confirmed.wait()
-        wait = self.output.idle_at() - time.monotonic()
-        if wait > 0:
-            await asyncio.sleep(wait)
+        while True:  # a barge-in may pause it (and a resume play more) while it ends
+            await active.confirmed.wait()
+            wait = self.output.idle_at() - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            if active.paused_at is None and active.confirmed.is_set():
+                break
         turn.spoken = spoken_text(active.played, time.monotonic())
         self._finish(active)
 
@@ -609,7 +693,7 @@ class TurnManager:
             slot = self.output.play(audio)
             self._own_voice.played(slot.start, slot.end, clause)
             turn.metrics.mark("playback_start", slot.start)
-            active.played.append(_Played(clause, slot))
+            active.played.append(_Played(clause, slot, audio))
             self._set_state("speaking")
 
     def _interrupt(self, why: str) -> None:
@@ -618,6 +702,8 @@ class TurnManager:
             return
         active.turn.cancel.set()
         stopped = self._clear_output()
+        if active.paused_at is not None:  # its output stopped then
+            stopped = active.paused_at
         if active.task is not None:
             active.task.cancel()
         active.turn.interrupted = True

@@ -308,6 +308,11 @@ def _mono_time(time_info: Any, attr: str, now: float) -> float:
     return now + (stamp - current) if stamp and current else now
 
 
+def _has_time(time_info: Any, attr: str) -> bool:
+    """Whether PortAudio filled in this timestamp (some backends leave them all zero)."""
+    return bool(getattr(time_info, attr, 0.0) and getattr(time_info, "currentTime", 0.0))
+
+
 def _shut(stream: Any) -> None:
     """Abort and close a stream that may have died already (PortAudio then reports errors)."""
     sd = _sd()
@@ -342,6 +347,10 @@ def _stalled(opened_at: float, last: float | None, first_s: float, stall_s: floa
         return f"{what} within {now - opened_at:.1f} s of opening it"
     return f"{what} for {now - last:.1f} s" if now - last > stall_s else None
 
+CLOCK_JUMP_S = 0.015  # ADC times jitter by ~7 ms through ALSA's pulse plugin; a lost block is 30
+CLOCK_NUDGE = 0.01
+
+
 class Microphone:
     """Mono 16-bit capture at ``rate`` in ``block_ms`` chunks, whatever the device's own rate.
 
@@ -365,7 +374,9 @@ class Microphone:
         self.latency = latency
         self.block_frames = rate * block_ms // 1000
         self._max_blocks = max(2, max_queue_ms // block_ms)
-        self._queue: queue.SimpleQueue[np.ndarray | _Restart | None] = queue.SimpleQueue()
+        # (block, ADC time of its first sample) from the callback; a _Restart; None at close
+        self._queue: queue.SimpleQueue[tuple[np.ndarray, float] | _Restart | None] = \
+            queue.SimpleQueue()
         self._stream: Any = None
         self._closed = False
         self._overflows = 0
@@ -387,6 +398,18 @@ class Microphone:
         self._last_block: float | None = None  # time.monotonic() of the latest callback
         self._stream_t0: float | None = None  # capture time of the current stream's first sample
         self._resync = False
+        # Whether PortAudio gives the input ADC time (None until the first block): echo
+        # cancellation lines the speaker's audio up with the microphone's by it.
+        self.timed: bool | None = None
+        # Capture time (monotonic) of the first sample of the chunk read() returned last: unlike
+        # start_ms it stays true when blocks were lost (overflows). A straight line through the
+        # blocks' ADC times (which jitter by several ms): sample i was captured at
+        # _clock + i / rate; a block that lands over CLOCK_JUMP_S off it (blocks were lost)
+        # moves the line to it, smaller differences nudge it (clock drift).
+        self.chunk_time: float | None = None
+        self._clock: float | None = None
+        self._produced = 0  # resampled samples appended to _pending since the last restart
+        self._taken = 0  # of those, handed out
 
     def open(self) -> Microphone:
         """Open and start the input stream; errors say which device failed and what to do."""
@@ -473,6 +496,7 @@ class Microphone:
         if self.hold:
             return
         if self._stream_t0 is None:
+            self.timed = _has_time(time_info, "inputBufferAdcTime")
             self._stream_t0 = _mono_time(time_info, "inputBufferAdcTime", now)
             if self.start_time is None:
                 self.start_time = self._stream_t0
@@ -481,7 +505,7 @@ class Microphone:
         if self._queue.qsize() >= self._max_blocks:
             self._overflows += 1  # the reader is too slow: drop rather than grow without bound
             return
-        self._queue.put_nowait(indata.copy())
+        self._queue.put_nowait((indata.copy(), _mono_time(time_info, "inputBufferAdcTime", now)))
 
     @property
     def overflows(self) -> int:
@@ -509,6 +533,7 @@ class Microphone:
                 return None
             if isinstance(block, _Restart):
                 self._pending = np.zeros(0, dtype=np.int16)
+                self._clock, self._produced, self._taken = None, 0, 0
                 self._resampler = block.resampler
                 self._resync = True
                 self.restarts += 1
@@ -518,13 +543,27 @@ class Microphone:
                 t0, origin = self._stream_t0, self.start_time
                 if t0 is not None and origin is not None:
                     self._emitted = max(self._emitted, round((t0 - origin) * self.rate))
+            block, adc = block
             mono = to_mono(block) if block.shape[1] > 1 else block[:, 0]
-            self._pending = np.concatenate((self._pending, self._resampler.process(mono)))
+            fresh = self._resampler.process(mono)
+            self._track_clock(adc)
+            self._produced += len(fresh)
+            self._pending = np.concatenate((self._pending, fresh))
         out = self._pending[: self.block_frames]
         self._pending = self._pending[self.block_frames :]
+        self.chunk_time = None if self._clock is None else self._clock + self._taken / self.rate
+        self._taken += self.block_frames
         start_ms = 1000.0 * self._emitted / self.rate
         self._emitted += self.block_frames
         return AudioChunk.from_samples(out, self.rate, start_ms)
+
+    def _track_clock(self, adc: float) -> None:
+        """Fit the capture clock to a block whose first sample was captured at ``adc``."""
+        base = adc - self._produced / self.rate
+        if self._clock is None or abs(base - self._clock) > CLOCK_JUMP_S:
+            self._clock = base
+        else:
+            self._clock += CLOCK_NUDGE * (base - self._clock)
 
     def close(self) -> None:
         """Stop the stream; safe to call twice. Blocked readers get None."""
@@ -616,6 +655,7 @@ class Speaker:
         self._failure: str | None = None  # why reinitialize() could not reopen it
         self._opened_at = 0.0
         self._last_callback: float | None = None  # time.monotonic() of the latest callback
+        self.timed: bool | None = None  # PortAudio gives the DAC time (None: no callback yet)
 
     def open(self) -> Speaker:
         """Open and start the output stream (it plays silence until something is written)."""
@@ -713,6 +753,8 @@ class Speaker:
     def _callback(self, outdata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
         now = self._last_callback = time.monotonic()
         dac = _mono_time(time_info, "outputBufferDacTime", now)
+        if self.timed is None:
+            self.timed = _has_time(time_info, "outputBufferDacTime")
         out = outdata[:, 0]
         with self._cond:
             n = min(frames, self._avail)
@@ -908,6 +950,26 @@ class Speaker:
             idx = np.arange(start, start + frames) % len(hist)
             blocks.append(PlayedBlock(float(t), hist[idx], self.device_rate))
         return blocks
+
+    def played_after(self, cursor: int) -> tuple[int, list[PlayedBlock]]:
+        """Blocks played since ``cursor`` (0 at first; pass back the cursor returned), oldest
+        first: the echo canceller's far end, read without copying the whole history. Blocks
+        already overwritten are skipped; one whose audio was aborted before the DAC (``clear``)
+        comes back as the silence it was."""
+        with self._cond:
+            count, total, hist = self._meta_total, self._hist_total, self._hist
+            size = len(self._meta)
+            if cursor > count:  # the stream reopened at another rate: the history restarted
+                cursor = 0
+            blocks = []
+            for i in range(max(cursor, count - size), count):
+                t, start, frames = self._meta[i % size]
+                start, frames = int(start), int(frames)
+                if start < total - len(hist):
+                    continue
+                idx = np.arange(start, start + frames) % len(hist)
+                blocks.append(PlayedBlock(float(t), hist[idx], self.device_rate))
+        return count, blocks
 
     def close(self) -> None:
         """Stop playback (queued audio is dropped) and release the device; safe to call twice."""

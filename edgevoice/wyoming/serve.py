@@ -85,8 +85,7 @@ async def serve(cfg: Config, paths: Paths, router: Router, synth: Synthesizer, u
 async def beside_agent(cfg: Config, paths: Paths, router: Router, synth: Synthesizer, manager):
     """`edgevoice run` with `wyoming.enabled`: the services share the agent's router, voice and
     LLM thread (one llama.cpp model, used by one thread at a time)."""
-    thread = getattr(manager, "_llm", None)  # the TurnManager's LLM worker
-    server, ad = await start_services(cfg, paths, router, synth, llm_thread=thread)
+    server, ad = await start_services(cfg, paths, router, synth, llm_thread=manager.llm_worker)
     try:
         yield server
     finally:
