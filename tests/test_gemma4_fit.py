@@ -103,3 +103,36 @@ def test_an_installed_model_is_calibrated_once_and_cached(tmp_path, tiny_gemma4_
     fit.recommend(tiny_gemma4_gguf, cfg, cache, load_catalog(None).entries,
                   remote_configured=False)
     assert json.loads(cache.read_text()) == first  # the second run read the cache
+
+
+def test_the_first_run_without_a_model_names_the_model_that_fits_the_budget(tmp_path,
+                                                                              caplog) -> None:
+    # Issue 15, item 4: the first `make run` without a model says which catalog model to pull:
+    # the best one predicted to meet `llm.first_audio_budget_ms` here, from RAM and cores.
+    import dataclasses
+    import logging
+
+    from edgevoice.agent.assemble import load_local
+    from edgevoice.config import Config, Paths
+
+    paths = Paths(models=tmp_path / "models", cache=tmp_path / "cache", logs=tmp_path / "logs")
+    here = assess(fit.names_in(load_catalog(None).entries), budget_ms=10**9, ram=meminfo(),
+                  cores=fit.usable_cores())
+    fastest = min(here.candidates, key=lambda c: c.speed.first_clause_ms())
+    best = next(c for c in here.candidates if c.fits_memory)
+
+    def notice(budget_ms: int) -> str:
+        cfg = Config()
+        cfg = dataclasses.replace(cfg, llm=dataclasses.replace(cfg.llm,
+                                                               first_audio_budget_ms=budget_ms))
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="edgevoice.agent.assemble"):
+            assert load_local(cfg, paths, None) == {}
+        (line,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        return line
+
+    assert f"`edgevoice models pull {best.name}`" in notice(60000)
+    tight = int(fastest.speed.first_clause_ms()) + 1  # only the fastest model meets it
+    if fastest.name != best.name and fastest.fits_memory:
+        line = notice(tight)
+        assert f"`edgevoice models pull {fastest.name}`" in line and "edgevoice doctor" in line

@@ -71,8 +71,8 @@ def test_a_failover_is_one_sentence_and_v_brings_the_detail_back(tmp_path, tiny_
 
 def test_the_no_model_notice_is_one_short_sentence(tmp_path, caplog):
     from edgevoice.agent.assemble import load_local
-    from edgevoice.agent.intents import GET_MODEL_COMMAND
     from edgevoice.config import Config, Paths
+    from edgevoice.llm.fit import first_model
 
     cfg = Config()
     paths = Paths(models=tmp_path / "models", cache=tmp_path / "cache", logs=tmp_path / "logs")
@@ -80,7 +80,9 @@ def test_the_no_model_notice_is_one_short_sentence(tmp_path, caplog):
         assert load_local(cfg, paths, None) == {}
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
-    assert GET_MODEL_COMMAND in warnings[0] and len(warnings[0]) <= MAX_LINE - 20
+    # the pull command of the catalog model that fits this machine (issue 15, item 4)
+    assert f"`edgevoice models pull {first_model(cfg.llm)}`" in warnings[0]
+    assert len(warnings[0]) <= MAX_LINE - 20
     assert "\n" not in warnings[0]
     # The details (where it looked, the other ways to name a model) are there with -v.
     assert any("--llm-model" in r.getMessage() for r in caplog.records

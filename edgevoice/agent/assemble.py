@@ -48,12 +48,10 @@ def load_local(cfg: Config, paths: Paths, llm_model: Optional[str], *,
     path = resolve_llm_model(cfg.llm, paths, llm_model)
     hint = GET_MODEL_HINT.format(models=paths.models)
     if path is None:
-        from edgevoice.agent.intents import GET_MODEL_COMMAND
-
         # The notice a person reads is one short sentence; the details follow with -v.
         log.log(logging.WARNING if warn_missing else logging.INFO,
                 "no language model: only the built-in intents (time, date, mute) are answered "
-                "until you run `%s`", GET_MODEL_COMMAND)
+                "until you run %s", _first_pull(cfg.llm))
         log.info("no %s in %s; `llm.model` or --llm-model takes a .gguf file or a catalog "
                  "name (`edgevoice models list`)", DEFAULT_GGUF, paths.models)
         return {}
@@ -70,6 +68,23 @@ def load_local(cfg: Config, paths: Paths, llm_model: Optional[str], *,
 
     target = LlamaCppTarget(dataclasses.replace(cfg.llm, model=str(path)), name="local")
     return {"local": target}
+
+
+def _first_pull(llm: LlmConfig) -> str:
+    """`the pull command` for the catalog model that fits this machine (`edgevoice doctor`'s
+    model-fit, from RAM and cores); the default model's if that cannot be worked out."""
+    from edgevoice.agent.intents import GET_MODEL_COMMAND
+
+    try:
+        from edgevoice.llm.fit import PREFERENCE, first_model
+
+        name = first_model(llm)
+    except Exception:  # a start-up hint must never stop the agent
+        log.debug("no model-fit estimate", exc_info=True)
+        return f"`{GET_MODEL_COMMAND}`"
+    if name == PREFERENCE[0]:
+        return f"`{GET_MODEL_COMMAND}`"
+    return f"`edgevoice models pull {name}` (what fits this machine: `edgevoice doctor`)"
 
 
 def load_remotes(remotes: dict) -> dict:

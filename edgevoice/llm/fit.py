@@ -157,6 +157,17 @@ def describe(fit: Fit) -> str:
             + ", ".join(parts))
 
 
+def first_model(llm_cfg: LlmConfig) -> str:
+    """The catalog model to pull first on this machine when none is installed (what the first
+    `make run` names): the best one predicted to fit the budget and the RAM, else the default.
+    From the core count and RAM alone (nothing to calibrate yet), so it costs no model load."""
+    from edgevoice.modelstore.catalog import load_catalog
+
+    fit = assess(names_in(load_catalog(None).entries), budget_ms=llm_cfg.first_audio_budget_ms,
+                 ram=meminfo(), cores=usable_cores())
+    return fit.best.name if fit.best is not None else PREFERENCE[0]
+
+
 def names_in(entries: Sequence[CatalogEntry]) -> dict[str, Optional[int]]:
     """catalog name -> memory, for the catalog's language models."""
     return {e.name: e.memory for e in entries if e.kind == "llm"}
