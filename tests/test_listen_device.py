@@ -4,6 +4,7 @@ into the virtual microphone, the CLI transcribing it live."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -17,9 +18,12 @@ pytestmark = pytest.mark.skipif(SPEECH is None, reason="speech clips not found")
 
 
 def _listen(pulse, *args: str) -> subprocess.Popen:
+    # Ctrl+C as at a terminal, however the suite was started: a shell that runs it in the
+    # background (`cmd &` without job control) leaves SIGINT ignored, and children inherit that.
     return subprocess.Popen(
         [sys.executable, "-m", "edgevoice", "listen", "--json", *args],
         env=pulse.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
