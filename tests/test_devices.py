@@ -347,7 +347,10 @@ CLEAR_SCRIPT = """
         writer.join(5)
         playing_after = spk.playing
         time.sleep(0.5)
-        after = [b for b in spk.played(since=t_clear) if b.time >= t_clear]
+        t_done = t_clear + clear_s
+        # Blocks that reached the DAC before clear() returned really played (a block's start
+        # may fall in the few ms clear() takes); none may start after it.
+        after = [b for b in spk.played(since=t_done) if b.time >= t_done]
         # The speaker still works after a clear.
         spk.write(AudioChunk.from_samples(long_tone[: rate // 2], rate))
         spk.drain(timeout=5)
