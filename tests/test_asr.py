@@ -170,6 +170,24 @@ def _scaled(audio: AudioChunk, gain: float, noise_rms: float = 0.0) -> AudioChun
     return AudioChunk.from_samples(np.clip(np.round(x), -32768, 32767).astype(np.int16), 16000)
 
 
+def test_the_cmn_estimator_measures_the_mean_the_full_dictionary_would(speech_folder):
+    """The estimator loads a one-word dictionary (cmudict's 135,000 words cost ~21 MB of RSS
+    per recognizer); the cepstral mean comes from the front end alone, so it must not change."""
+    from pocketsphinx import Decoder
+
+    rec = PocketsphinxRecognizer()
+    full = Decoder(samprate=16000, loglevel="FATAL", keyphrase="oh", kws_threshold=1e-30)
+    assert rec._estimator.config["dict"] != full.config["dict"]  # the small one is in use
+    for name in ("pocketsphinx__goforward.wav", "speechbrain__spk1_snt1.wav"):
+        data = read_audio(speech_folder / name).data[: 16000 * 2]
+        full.reinit_feat()
+        full.start_utt()
+        full.process_raw(data, True, True)
+        expected = full.get_cmn(False)
+        full.end_utt()
+        assert rec._estimate_cmn(data) == expected
+
+
 def test_same_file_same_text_after_other_files(speech_folder):
     """What was transcribed before (louder, quieter, noisy files) must not change the words:
     pocketsphinx's live cepstral mean used to carry from one utterance into the next."""
