@@ -74,11 +74,12 @@ def main() -> int:
         config = tmp / "soak.yaml"  # short answers: each is spoken before the next question
         config.write_text("llm:\n  max_tokens: 12\n")
         print(f"{args.turns} clips, {seconds / 60:.1f} min of input (real time)", flush=True)
-        proc = subprocess.Popen(
+        log = open(tmp / "stderr.log", "w+")  # a file, not a pipe: an hour of warnings
+        proc = subprocess.Popen(  # would fill a pipe nobody reads until the end
             [sys.executable, "-m", "edgevoice", "--config", str(config), "run", "--input",
              str(tmp / "in.wav"), "--output", str(tmp / "out.wav"), "--json", "--llm-model",
              str(model)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdout=subprocess.PIPE, stderr=log, text=True,
             env={**os.environ, "XDG_DATA_HOME": str(tmp), "XDG_CONFIG_HOME": str(tmp)})
         counts = {"utterance": 0, "turn": 0, "ignored": 0, "error": 0}
         reasons: dict[str, int] = {}
@@ -98,15 +99,24 @@ def main() -> int:
 
         reader = threading.Thread(target=read_events, daemon=True)
         reader.start()
+        started, shown = time.monotonic(), 0
         while proc.poll() is None:
             try:
                 samples.append((counts["turn"], *_sample(proc.pid)))
             except (OSError, KeyError):
                 break
+            if counts["utterance"] >= shown + max(1, args.turns // 20):
+                shown = counts["utterance"]
+                _, rss, threads, fds = samples[-1]
+                print(f"  {time.monotonic() - started:6.0f} s: {shown} utterances, "
+                      f"{counts['turn']} turns, RSS {rss:.1f} MB, threads {threads}, fds {fds}",
+                      file=sys.stderr, flush=True)
             time.sleep(1.0)
         proc.wait()
         reader.join(10)
-        err = proc.stderr.read()
+        log.seek(0)
+        err = log.read()
+        log.close()
     if proc.returncode != 0:
         print(err[-3000:], file=sys.stderr)
         return 1
@@ -114,8 +124,11 @@ def main() -> int:
     rss0, rss1 = warm[0][1], warm[-1][1]
     threads = [s[2] for s in warm]
     fds = [s[3] for s in warm]
+    # every utterance is a turn or an `ignored` event (own voice, stale, ...): none unaccounted
+    unaccounted = counts["utterance"] - counts["turn"] - counts["ignored"]
     print(f"utterances heard {counts['utterance']}, turns {counts['turn']}, ignored "
-          f"{counts['ignored']} {reasons or ''}, errors {counts['error']}")
+          f"{counts['ignored']} {reasons or ''}, errors {counts['error']}, "
+          f"unaccounted {unaccounted}")
     print(f"RSS after warm-up {rss0:.1f} MB, at the end {rss1:.1f} MB "
           f"({(rss1 - rss0) / rss0 * 100:+.1f} %), peak {max(s[1] for s in samples):.1f} MB")
     print(f"threads after warm-up {min(threads)}..{max(threads)}, fds {min(fds)}..{max(fds)}")
