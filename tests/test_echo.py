@@ -352,3 +352,81 @@ def test_a_quiet_speaker_costs_no_cancelling_and_the_next_answer_is_cancelled_ag
     for _ in range(10):
         stage.read(0.1)
     assert stage.bypassed > 20  # then it rests again
+
+
+class _ArrayMic:
+    """A timed capture stream that hears ``samples``, 30 ms per read, on a made-up clock."""
+
+    rate, timed = RATE, True
+
+    def __init__(self, samples: np.ndarray) -> None:
+        self.samples, self.pos, self.chunk_time = samples, 0, 100.0
+
+    def read(self, timeout=None):
+        from edgevoice.audio.format import AudioChunk
+
+        block = self.samples[self.pos:self.pos + 480]
+        self.pos += 480
+        self.chunk_time += 0.03
+        return AudioChunk.from_samples(block, RATE)
+
+
+class _ArraySpeaker:
+    """Plays ``samples`` in step with the microphone (its DAC times on the mic's clock)."""
+
+    timed = True
+
+    def __init__(self, mic: _ArrayMic, samples: np.ndarray) -> None:
+        self.mic, self.samples = mic, samples
+
+    def played_after(self, cursor):
+        from edgevoice.audio.devices import PlayedBlock
+
+        block = self.samples[cursor * 480:(cursor + 1) * 480]
+        if len(block) < 480:
+            block = np.zeros(480, dtype=np.int16)
+        return cursor + 1, [PlayedBlock(self.mic.chunk_time + 0.03, block, RATE)]
+
+
+def _through_source(near: np.ndarray, far: np.ndarray) -> tuple[np.ndarray, echo.EchoPath]:
+    mic = _ArrayMic(near)
+    stage = echo.EchoCancelledSource(mic, _ArraySpeaker(mic, far))
+    out = np.concatenate([stage.read(0.1).samples() for _ in range(len(near) // 480)])
+    return out, stage.path
+
+
+def test_with_no_echo_path_a_person_talking_over_the_answer_is_heard(speech_folder):
+    # A headset (or a muted speaker): nothing of the answer reaches the microphone. AEC3 alone
+    # then takes the person talking over the answer for echo and suppresses them; the ear
+    # finds that no echo comes back (while they listen to the answer's start) and passes the
+    # microphone as it came.
+    far = _clip(speech_folder, FAR_CLIP)
+    talker = _clip(speech_folder, NEAR_CLIP)
+    at = int(1.5 * RATE)
+    near = np.zeros(len(far), dtype=np.int16)
+    n = min(len(talker), len(far) - at)
+    near[at:at + n] = talker[:n]
+    span = slice(at, at + n // 480 * 480)
+    alone = _cancel(near, far, guard=False)
+    assert _db(alone[span]) - _db(near[span]) < -10  # what AEC3 does to them without this
+    out, path = _through_source(near, far)
+    assert path.absent
+    assert abs(_db(out[span]) - _db(near[span])) < 0.5  # heard as they spoke
+
+
+@pytest.mark.parametrize("room", [
+    RoomSetting(30, -3),
+    RoomSetting(60, -9),
+    RoomSetting(150, -20, noise_dbfs=-70),
+    RoomSetting(100, -30, reflections=((40, -6), (90, -12))),
+], ids=lambda r: r.label())
+@pytest.mark.parametrize("talking", [False, True], ids=["listening", "talking"])
+def test_a_room_with_echo_is_never_taken_for_one_without(speech_folder, room, talking):
+    far = _clip(speech_folder, FAR_CLIP)
+    heard = [room.apply(far, RATE)]
+    if talking:
+        talker = _clip(speech_folder, NEAR_CLIP)
+        heard.append(np.concatenate([np.zeros(RATE), talker]).astype(np.float64))
+    near = mix(*heard)[: len(far)]
+    _, path = _through_source(near, far)
+    assert not path.absent and path.decisions == 0

@@ -4,6 +4,8 @@ pause; a false cut-off is reopened into one reply."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -61,12 +63,22 @@ def test_a_false_cut_off_on_devices_is_reopened_into_one_reply(pulse, tiny_gguf,
     second, _ = _trimmed(SPEECH / "speechbrain__spk1_snt1.wav", tmp_path, "b.wav")
     cfg = tmp_path / "agent.yaml"
     # an impatient 300 ms hangover and no detector: the pause inside the sentence ends the turn
+    socket = tmp_path / "control.sock"
     cfg.write_text("llm:\n  max_tokens: 40\n  temperature: 0.0\nvad:\n  hangover_ms: 300\n"
-                   "turn:\n  detector: 'off'\nagent:\n  reopen_ms: 2000\n  stale_s: 30\n")
-    agent = Agent(pulse, "--config", str(cfg), "run", "--llm-model", str(tiny_gguf))
+                   "turn:\n  detector: 'off'\nagent:\n  reopen_ms: 2000\n  stale_s: 30\n"
+                   f"control:\n  socket: '{socket}'\n")
+    agent = Agent(pulse, "-v", "--config", str(cfg), "run", "--llm-model", str(tiny_gguf))
     try:
         agent.wait_for(lambda e: e.get("state") == "listening", timeout=60)
         time.sleep(2.5)
+        # Nothing of the speaker reaches this microphone (a headset): while the agent's first
+        # words play, the ear learns that no echo comes back, so the person talking over the
+        # answer is heard (echo cancellation alone would take them for echo).
+        said = subprocess.run([sys.executable, "-m", "edgevoice", "ctl", "--socket", str(socket),
+                               "say", "Hello. I am ready when you are."], env=pulse.env,
+                              capture_output=True, text=True, timeout=60)
+        assert said.returncode == 0, said.stderr
+        agent.wait_for(lambda e: e["event"] == "turn", timeout=30)
         pulse.play(first, sink="vmic")
         agent.wait_for(lambda e: e.get("state") in ("thinking", "speaking"), timeout=30)
         time.sleep(0.3)
@@ -78,6 +90,8 @@ def test_a_false_cut_off_on_devices_is_reopened_into_one_reply(pulse, tiny_gguf,
     finally:
         agent.proc.kill()
     assert code == 0 and "Traceback" not in err, err
+    assert "no echo reaches the microphone" in err, err
+    assert len(turns) == 2, (agent.seen, err[-4000:])
     cut, whole = turns
     assert cut["reopened"] and "forward" in cut["transcript"], turns
     assert "forward" in whole["transcript"] and whole["transcript"].startswith(cut["transcript"])

@@ -15,6 +15,9 @@ given exactly what the speaker played. Four parts, each with one job:
   removed nearly everything (``GATE_DB``) is echo, and what is left of it is pushed far below
   the VAD's floor (a loud speaker's residual can reach it); a person talking over the answer
   keeps most of the frame's energy and passes.
+- ``EchoPath``: tells whether the speaker reaches the microphone at all (a headset, a muted
+  speaker). Where it does not, AEC3 has nothing to remove, yet while the far end plays it
+  suppresses a person talking by 20-60 dB; the microphone then passes as it came.
 - ``EchoCancelledSource``: wraps a ``devices.Microphone`` with the same reading interface.
 
 When cancellation cannot run (no library, a backend without stream timing) the source says so in
@@ -175,6 +178,7 @@ class DelayTracker:
         self._held = 0  # samples in _chunks
         self._since = 0
         self._candidate: Optional[float] = None
+        self.echo_seen = False  # the latest estimate found the far end in the microphone
 
     def add(self, near: np.ndarray, far: np.ndarray) -> bool:
         """The microphone's chunk and the far end taken for it; True when ``lag_s`` changed."""
@@ -189,6 +193,7 @@ class DelayTracker:
             return False
         self._since = 0
         found = self.estimate()
+        self.echo_seen = found is not None
         if found is None:
             return False
         lag, _corr = found
@@ -306,6 +311,84 @@ class EchoCanceller:
         return out.reshape(-1)
 
 
+class EchoPath:
+    """Whether any echo reaches the microphone, from what it hears while the speaker plays.
+
+    Without an acoustic path (a headset, a muted speaker, a microphone in another room) AEC3 is
+    worse than nothing: with no echo to find, it takes a person's speech during the answer for
+    echo and suppresses it by 20-60 dB (measured: tests/test_echo.py), so they can never talk
+    over the answer. The evidence: once the speaker has played for ``RUN_MS`` without a break,
+    any echo path (delay up to AEC3's reach, coupling down to -30 dB) fills every microphone
+    frame; frames that stay quiet (``QUIET_DBFS``, and ``QUIET_DB`` under the far end) say
+    nothing came back. ``absent`` becomes True when at least ``MIN_QUIET`` of the recent
+    ``WINDOW`` such frames, and ``QUIET_SHARE`` of them, were quiet (about 0.3 s into the first
+    answer while the user listens, ~1.5 s while they talk over it); it becomes False again when
+    the echo tracker finds an echo path, or ``WINDOW`` such frames in a row had none quiet. A
+    microphone noisier than ``QUIET_DBFS`` never shows the evidence: cancellation stays on.
+    """
+
+    RUN_MS = 300
+    FAR_ACTIVE_RMS = 103.0  # -50 dBFS: the speaker is playing, not fading out
+    QUIET_DBFS = -61.0
+    QUIET_DB = -40.0
+    WINDOW = 300
+    MIN_QUIET = 10
+    QUIET_SHARE = 0.2
+
+    def __init__(self, frame: int = 160) -> None:
+        self.frame = frame
+        self.absent = False
+        self.decisions = 0  # times ``absent`` changed
+        self._run = 0  # far frames in a row above FAR_ACTIVE_RMS
+        self._far = deque([0.0] * (self.RUN_MS // FRAME_MS), maxlen=self.RUN_MS // FRAME_MS)
+        self._seen: deque[bool] = deque(maxlen=self.WINDOW)  # eligible frames: quiet or not
+        self._near = np.zeros(0, dtype=np.int16)
+        self._far_rest = np.zeros(0, dtype=np.int16)
+
+    def echo_found(self) -> None:
+        """The delay tracker saw the far end in the microphone: there is an echo path."""
+        self._seen.clear()
+        self._set(False)
+
+    def add(self, near: np.ndarray, far: np.ndarray) -> bool:
+        """The microphone's samples and the far end lined up with them; True when ``absent``
+        changed."""
+        near = np.concatenate((self._near, near))
+        far = np.concatenate((self._far_rest, far))
+        whole = len(near) // self.frame * self.frame
+        self._near, self._far_rest = near[whole:], far[whole:]
+        if not whole:
+            return False
+        en = _energy(near[:whole].reshape(-1, self.frame))
+        ef = _energy(far[:whole].reshape(-1, self.frame))
+        quiet_abs = (32768 * 10 ** (self.QUIET_DBFS / 20)) ** 2
+        quiet_rel = 10 ** (self.QUIET_DB / 10)
+        for e_near, e_far in zip(en, ef, strict=True):
+            self._run = self._run + 1 if e_far >= self.FAR_ACTIVE_RMS**2 else 0
+            self._far.append(e_far)
+            if self._run * FRAME_MS < self.RUN_MS:
+                continue
+            mean_far = sum(self._far) / len(self._far)
+            self._seen.append(bool(e_near < quiet_abs and e_near < quiet_rel * mean_far))
+        quiet = sum(self._seen)
+        was = self.absent
+        if not was and quiet >= self.MIN_QUIET and quiet >= self.QUIET_SHARE * len(self._seen):
+            self._set(True)
+        elif was and len(self._seen) == self.WINDOW and quiet == 0:
+            self._set(False)
+        return self.absent != was
+
+    def _set(self, absent: bool) -> None:
+        if absent != self.absent:
+            self.absent = absent
+            self.decisions += 1
+            if absent:
+                log.info("no echo reaches the microphone (a headset?): it passes as it came, "
+                         "so you can talk over the answer")
+            else:
+                log.info("echo reaches the microphone: cancelling it")
+
+
 class Reference(Protocol):
     """What ``EchoCancelledSource`` needs from the speaker (``devices.Speaker``)."""
 
@@ -329,6 +412,7 @@ class EchoCancelledSource:
         self.canceller = canceller or EchoCanceller(mic.rate, delay_hint_ms)
         self.far = FarReference(mic.rate)
         self.delay = DelayTracker(mic.rate)
+        self.path = EchoPath(mic.rate * FRAME_MS // 1000)
         self.half_duplex = False
         self.cpu_s = 0.0  # CPU time spent cancelling (the benchmark's figure)
         self.last_far: Optional[np.ndarray] = None  # the far end lined up with the last chunk
@@ -381,6 +465,7 @@ class EchoCancelledSource:
         if at is None:
             return chunk
         timed_far = self.far.take(at, len(near))
+        self.delay.echo_seen = False
         if self.delay.add(near, timed_far):
             shifting = self.delay.lag_s > SHIFT_ABOVE_S
             log.info("echo arrives %.0f ms later than the audio backend's timing says%s",
@@ -391,9 +476,14 @@ class EchoCancelledSource:
         lag = self.delay.lag_s
         shift = lag - LEAD_S if lag > SHIFT_ABOVE_S else 0.0
         far = self.far.take(at - shift, len(near)) if shift else timed_far
-        cleaned = self.canceller.process(near, far)
+        cleaned = self.canceller.process(near, far)  # runs on: ready when echo appears
+        if self.delay.echo_seen:
+            self.path.echo_found()
+        self.path.add(near, far)
         self.cpu_s += time.thread_time() - began
         self.last_far = far
+        if self.path.absent:
+            return chunk
         return AudioChunk.from_samples(cleaned, chunk.format.rate, chunk.start_ms)
 
 
