@@ -68,6 +68,30 @@ def _room_agent(pulse, tmp_path):
     return agent, sock
 
 
+@pytest.mark.parametrize("gain_db", [-3.0, -9.0, -20.0])
+def test_the_virtual_room_attenuates_the_speaker_as_set(pulse, tmp_path, gain_db):
+    # Every room figure depends on it: the loopback's volume was once never set (looked up in
+    # a listing without an owner column), so every "room" ran at 0 dB.
+    import soundfile
+
+    t = np.arange(16000 * 2) / 16000
+    tone = tmp_path / "tone.wav"
+    soundfile.write(tone, (6000 * np.sin(2 * np.pi * 440 * t)).astype(np.int16), 16000)
+    with LiveRoom(pulse.pactl, RoomSetting(60, gain_db)):
+        time.sleep(0.5)
+        with pulse.recorder("vspk.monitor") as spk, pulse.recorder("vmic.monitor") as mic:
+            time.sleep(2.5)  # null sinks start in 2 s blocks
+            pulse.play(tone, sink="vspk")
+            time.sleep(0.5)
+            played, heard = spk.stop(), mic.stop()
+
+    def level(x: np.ndarray) -> float:
+        loud = x[np.abs(x) > 0.5 * np.abs(x).max()].astype(np.float64)
+        return 10 * np.log10(np.mean(loud**2))
+
+    assert abs(level(heard) - level(played) - gain_db) < 1.5, (level(heard), level(played))
+
+
 def test_in_a_room_its_own_answers_never_interrupt_it_nor_get_transcribed(pulse, tmp_path):
     with LiveRoom(pulse.pactl, RoomSetting(60, -9)):
         agent, sock = _room_agent(pulse, tmp_path)

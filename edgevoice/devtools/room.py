@@ -69,6 +69,20 @@ def pactl_for(env: dict[str, str]):
     return pactl
 
 
+def _sink_inputs_of(listing: str, module: str) -> list[str]:
+    """The sink inputs that ``module`` owns, from ``pactl list sink-inputs`` (the short listing
+    has no owner column: its second field is the sink)."""
+    found, current = [], None
+    for line in listing.splitlines():
+        line = line.strip()
+        if line.startswith("Sink Input #"):
+            current = line.removeprefix("Sink Input #")
+        elif line.startswith("Owner Module:") and line.split(":", 1)[1].strip() == module:
+            if current is not None:
+                found.append(current)
+    return found
+
+
 class LiveRoom:
     """The speaker looped back into the microphone on a private PulseAudio server: PulseAudio's
     ``module-loopback`` from ``source`` (the agent's speaker monitor) to ``sink`` (the agent's
@@ -95,10 +109,11 @@ class LiveRoom:
             f"latency_msec={int(self.setting.delay_ms)}", "source_dont_move=true",
             "sink_dont_move=true", "sink_input_properties=media.name=room").strip()
         volume = 10 ** (self.setting.gain_db / 20)
-        for line in self.pactl("list", "short", "sink-inputs").splitlines():
-            fields = line.split("\t")
-            if len(fields) > 1 and fields[1] == self._module:
-                self.pactl("set-sink-input-volume", fields[0], f"{volume:.4f}")
+        found = _sink_inputs_of(self.pactl("list", "sink-inputs"), self._module)
+        if not found:
+            raise RuntimeError(f"no sink input of the room's loopback (module {self._module})")
+        for index in found:
+            self.pactl("set-sink-input-volume", index, f"{volume:.4f}")
 
     def _unload(self) -> None:
         if self._module is not None:
