@@ -330,6 +330,31 @@ def _onset_s(samples: np.ndarray, rate: int) -> float:
     return float(np.argmax(np.sqrt((frames**2).mean(axis=1)) > 300)) / 100
 
 
+def echo_stop_after_onset_s(mic: np.ndarray, talker: np.ndarray, rate: int = RATE) -> float:
+    """From the microphone's recording alone: the talker's onset (the clip found by
+    cross-correlation) to the end of the answer's echo (what is left once the talker, fitted by
+    least squares, is taken out goes quiet for 300 ms). This is the speaker's stop plus the
+    room's delay: an upper bound by that much, on one clock."""
+    x, t = mic.astype(np.float64), talker.astype(np.float64)
+    if len(x) < len(t):
+        return float("nan")
+    size = 1 << int(np.ceil(np.log2(len(x) + len(t))))
+    corr = np.fft.irfft(np.fft.rfft(x, size) * np.conj(np.fft.rfft(t, size)), size)
+    at = int(np.argmax(corr[: len(x) - len(t) + 1]))
+    span = x[at:at + len(t)]
+    gain = float(np.dot(span, t) / np.dot(t, t))
+    rest = x.copy()
+    rest[at:at + len(t)] -= gain * t
+    onset = at / rate + _onset_s(talker, rate)
+    hop = rate // 50
+    frames = rest[: len(rest) // hop * hop].reshape(-1, hop)
+    loud = np.sqrt((frames**2).mean(axis=1)) > 300
+    quiet = np.convolve(~loud, np.ones(15), mode="valid") == 15
+    start = int((onset - 0.1) * 50)
+    gaps = np.flatnonzero(quiet[max(0, start):])
+    return max(0.0, (max(0, start) + gaps[0]) / 50 - onset) if len(gaps) else float("nan")
+
+
 def agent_in_room(folder: Path, answers: int, barge_ins: int, echo_cancel: str) -> dict:
     """(a) self-interruptions and own words transcribed over ``answers`` answers; (b) stop time
     and WER of ``barge_ins`` real clips spoken over a long answer, and the same clips' WER when
@@ -366,19 +391,18 @@ def agent_in_room(folder: Path, answers: int, barge_ins: int, echo_cancel: str) 
             row["answers"] = answers
             row["self_interruptions"] = sum(1 for t in turns if t.get("interrupted"))
             row["own_words_transcribed"] = sum(1 for e in events if e["event"] == "transcript")
-            stops, pairs_over, pairs_alone, missed = [], [], [], 0
+            stops, pairs_over, pairs_alone, missed, texts = [], [], [], 0, []
             for k in range(barge_ins):
                 name = NEAR[k % len(NEAR)]
                 talker, r = read_wav(folder / name)
-                onset = _onset_s(talker, r)
-                with pulse.recorder("vspk.monitor", rate=RATE) as rec:
-                    t_rec = time.monotonic()
+                # One clock: what the microphone heard (vmic's monitor) holds the talker and
+                # the room's echo of the answer; the echo stops a room delay after the speaker.
+                with pulse.recorder("vmic.monitor", rate=RATE) as rec:
                     th = threading.Thread(target=_say, args=(sock, LONG), daemon=True)
                     th.start()
                     agent.wait_for(lambda e: e.get("state") == "speaking")
                     time.sleep(1.5)
-                    t_clip = time.monotonic() - t_rec + onset  # paplay's own latency not known:
-                    pulse.play(folder / name, sink="vmic")  # the stop time is an upper bound
+                    pulse.play(folder / name, sink="vmic")
                     try:
                         heard = agent.wait_for(lambda e: e["event"] == "transcript", timeout=30)
                     except Exception:  # noqa: BLE001 - queue.Empty: nothing was heard
@@ -387,16 +411,9 @@ def agent_in_room(folder: Path, answers: int, barge_ins: int, echo_cancel: str) 
                     th.join(60)
                     time.sleep(0.5)
                     out = rec.stop()
-                hop = RATE // 50
-                frames = out[: len(out) // hop * hop].reshape(-1, hop).astype(np.float64)
-                voiced = np.sqrt((frames**2).mean(axis=1)) > 300
-                t = np.arange(len(voiced)) * 0.02
-                # the answer stops: the first 300 ms of silence from the clip's onset on (what
-                # plays later is the answer to the barge-in)
-                quiet = np.convolve(~voiced, np.ones(15), mode="valid") == 15
-                start = int(np.searchsorted(t, t_clip - 0.1))
-                gaps = np.flatnonzero(quiet[start:])
-                stops.append(max(0.0, t[start + gaps[0]] - t_clip) if len(gaps) else np.nan)
+                stops.append(echo_stop_after_onset_s(out, resample(talker, r, RATE)
+                                                     if r != RATE else talker))
+                texts.append({"clip": name, "over_answer": heard["text"]})
                 pairs_over.append((refs[name], heard["text"]))
                 agent.idle()
                 pulse.play(folder / name, sink="vmic")  # the same clip, the agent idle
@@ -405,6 +422,7 @@ def agent_in_room(folder: Path, answers: int, barge_ins: int, echo_cancel: str) 
                 except Exception:  # noqa: BLE001 - queue.Empty: nothing was heard
                     alone = {"text": ""}
                 pairs_alone.append((refs[name], alone["text"]))
+                texts[-1]["alone"] = alone["text"]
                 agent.idle()
             if barge_ins:
                 row["barge_ins"] = barge_ins
@@ -414,6 +432,7 @@ def agent_in_room(folder: Path, answers: int, barge_ins: int, echo_cancel: str) 
                 row["stop_after_onset_ms_max"] = round(1000 * float(np.nanmax(stops)))
                 row["wer_over_answer"] = round(corpus_wer(pairs_over), 3)
                 row["wer_alone"] = round(corpus_wer(pairs_alone), 3)
+                row["transcripts"] = texts
         finally:
             agent.stop()
     return row
