@@ -120,8 +120,10 @@ def main() -> int:
     if proc.returncode != 0:
         print(err[-3000:], file=sys.stderr)
         return 1
-    warm = [s for s in samples if s[0] >= max(1, args.turns // 10)] or samples
-    rss0, rss1 = warm[0][1], warm[-1][1]
+    # after the warm-up, and not the last seconds (the input's tail and the shutdown, when
+    # threads end and memory is given back)
+    warm = [s for s in samples[:-10] if s[0] >= max(1, args.turns // 10)] or samples
+    rss0, rss1 = warm[0][1], max(s[1] for s in warm)
     threads = [s[2] for s in warm]
     fds = [s[3] for s in warm]
     # every utterance is a turn or an `ignored` event (own voice, stale, ...): none unaccounted
@@ -129,8 +131,8 @@ def main() -> int:
     print(f"utterances heard {counts['utterance']}, turns {counts['turn']}, ignored "
           f"{counts['ignored']} {reasons or ''}, errors {counts['error']}, "
           f"unaccounted {unaccounted}")
-    print(f"RSS after warm-up {rss0:.1f} MB, at the end {rss1:.1f} MB "
-          f"({(rss1 - rss0) / rss0 * 100:+.1f} %), peak {max(s[1] for s in samples):.1f} MB")
+    print(f"RSS after warm-up {rss0:.1f} MB, highest after it {rss1:.1f} MB "
+          f"({(rss1 - rss0) / rss0 * 100:+.1f} %), at the end {warm[-1][1]:.1f} MB")
     print(f"threads after warm-up {min(threads)}..{max(threads)}, fds {min(fds)}..{max(fds)}")
     return 0
 
