@@ -181,7 +181,9 @@ class DelayTracker:
         self.echo_seen = False  # the latest estimate found the far end in the microphone
 
     def add(self, near: np.ndarray, far: np.ndarray) -> bool:
-        """The microphone's chunk and the far end taken for it; True when ``lag_s`` changed."""
+        """The microphone's chunk and the far end taken for it; True when ``lag_s`` changed.
+        ``echo_seen`` says whether this call's estimate (if one ran) found the far end."""
+        self.echo_seen = False
         keep = self.span + self.max_lag * self.DECIMATE
         self._chunks.append((near, far))
         self._held += len(near)
@@ -321,8 +323,9 @@ class EchoPath:
     any echo path (delay up to AEC3's reach, coupling down to -30 dB) fills every microphone
     frame; frames that stay quiet (``QUIET_DBFS``, and ``QUIET_DB`` under the far end) say
     nothing came back. ``absent`` becomes True when at least ``MIN_QUIET`` of the recent
-    ``WINDOW`` such frames, and ``QUIET_SHARE`` of them, were quiet (about 0.3 s into the first
-    answer while the user listens, ~1.5 s while they talk over it); it becomes False again when
+    ``WINDOW`` such frames, and ``QUIET_SHARE`` of them, were quiet (0.5-1.2 s into the first
+    answer while the user listens, a median 2.9 s while they talk over it from its first word:
+    ``benchmarks/echo_path_eval.py``); it becomes False again when
     the echo tracker finds an echo path, or ``WINDOW`` such frames in a row had none quiet. A
     microphone noisier than ``QUIET_DBFS`` never shows the evidence: cancellation stays on.
     """
@@ -465,7 +468,6 @@ class EchoCancelledSource:
         if at is None:
             return chunk
         timed_far = self.far.take(at, len(near))
-        self.delay.echo_seen = False
         if self.delay.add(near, timed_far):
             shifting = self.delay.lag_s > SHIFT_ABOVE_S
             log.info("echo arrives %.0f ms later than the audio backend's timing says%s",
