@@ -10,7 +10,9 @@ split, so the held-out half shares no speaker recording and no sentence with the
 Conditions (the ``kind`` column): clean (-26 dBFS), level-40 / level-6 (dBFS of the active
 speech), reverb (sox room reverb), phone (300-3400 Hz band through 8 kHz), noise5/10/20 (white,
 pink or brown noise at that SNR), tts_* (espeak-ng voices at several rates and pitches, clean and
-degraded), long / long_noise15 (3-4 sources joined by 0.5-2 s pauses).
+degraded), long / long_noise15 (3-4 sources joined by 0.5-2 s pauses), long_run (real
+clips trimmed to their speech, inner gaps cut to 150 ms, joined by 120-180 ms: one utterance of
+10-18 s, for the time from the endpoint to the final on long utterances).
 
 Deterministic: fixed seeds, noise generated here with numpy (seeded per file name), sox used only
 for its deterministic effects. Needs Debian's ``espeak-ng`` and ``sox`` (the Makefile's test
@@ -168,6 +170,51 @@ def _derive(w, rnd, base, x, split, source, ref):
            f"noise{snr}", ref)
 
 
+def trim_to_speech(x: np.ndarray, max_gap_s: float = 0.15) -> np.ndarray:
+    """``x`` from its first to its last 30 ms frame within 35 dB of the loudest, its quieter
+    stretches inside cut to ``max_gap_s`` each (a speaker who goes on without pausing)."""
+    f = x[: len(x) // 480 * 480].reshape(-1, 480)
+    e = (f.astype(np.float64) ** 2).mean(axis=1)
+    active = e > e.max() * 10 ** -3.5
+    idx = np.flatnonzero(active)
+    keep, gap, max_gap = [], 0, max(1, int(max_gap_s * RATE / 480))
+    for i in range(idx[0], idx[-1] + 1):
+        gap = 0 if active[i] else gap + 1
+        if gap <= max_gap:
+            keep.append(f[i])
+    return np.concatenate(keep)
+
+
+LONG_RUN_S = (10.0, 18.0)  # one utterance's speech: at least 10 s, under vad.max_utterance_s
+
+
+def _long_runs(w: _Writer, pools: dict[str, list]) -> None:
+    """Two ``long_run`` files per split: real clips of that split (not espeak-ng's), trimmed
+    and joined by gaps shorter than ``vad.pause_ms`` until the speech lasts 10-18 s."""
+    rnd = random.Random(SEED + 1)  # its own stream: the files above do not change
+    for split, pool in pools.items():
+        real = [p for p in pool if not p[2].startswith("text:")]
+        for k in range(2):
+            order = rnd.sample(real, len(real))
+            sig, refs, names, speech_s = [np.zeros(int(0.7 * RATE), np.float32)], [], [], 0.0
+            for x, ref, name in order:
+                part = trim_to_speech(x)
+                if speech_s + len(part) / RATE > LONG_RUN_S[1]:
+                    continue
+                if refs:
+                    sig.append(np.zeros(int(rnd.uniform(0.12, 0.18) * RATE), np.float32))
+                sig.append(set_level(part, -26 + rnd.uniform(-3, 3)))
+                refs.append(ref)
+                names.append(name)
+                speech_s += len(part) / RATE
+                if speech_s >= LONG_RUN_S[0]:
+                    break
+            sig.append(np.zeros(int(0.8 * RATE), np.float32))
+            name = f"longrun_{split[:4]}{k}"
+            w.save(name, _floor(np.concatenate(sig), _rng(name)), split, "+".join(names),
+                   "long_run", " ".join(refs))
+
+
 def build(out: Path, speech: Path) -> Path:
     """Write the set into ``out``; returns the manifest path."""
     from edgevoice.evaluation import read_manifest
@@ -223,6 +270,7 @@ def build(out: Path, speech: Path) -> Path:
                     "long_noise15"
             w.save(name, y, split, "+".join(p[2] for p in parts), kind,
                    " ".join(p[1] for p in parts))
+    _long_runs(w, pools)
     manifest = out / "MANIFEST.tsv"
     with open(manifest, "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=FIELDS, delimiter="\t")
