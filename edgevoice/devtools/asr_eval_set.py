@@ -99,11 +99,18 @@ def _espeak(text: str, voice: str, rate: int, pitch: int) -> np.ndarray:
         return _read(Path(d) / "e.wav")
 
 
-def active_rms(x: np.ndarray) -> float:
-    """RMS of the 30 ms frames within 35 dB of the loudest (the speech, not the pauses)."""
+def _active_frames(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``x``'s 30 ms frames, their mean power, and which are within 35 dB of the loudest (the
+    speech, not the pauses)."""
     f = x[: len(x) // 480 * 480].reshape(-1, 480)
     e = (f.astype(np.float64) ** 2).mean(axis=1)
-    return float(np.sqrt(e[e > e.max() * 10 ** -3.5].mean()))
+    return f, e, e > e.max() * 10 ** -3.5
+
+
+def active_rms(x: np.ndarray) -> float:
+    """RMS of the active frames (``_active_frames``)."""
+    _, e, active = _active_frames(x)
+    return float(np.sqrt(e[active].mean()))
 
 
 def set_level(x: np.ndarray, dbfs: float) -> np.ndarray:
@@ -171,11 +178,9 @@ def _derive(w, rnd, base, x, split, source, ref):
 
 
 def trim_to_speech(x: np.ndarray, max_gap_s: float = 0.15) -> np.ndarray:
-    """``x`` from its first to its last 30 ms frame within 35 dB of the loudest, its quieter
+    """``x`` from its first to its last active frame (``_active_frames``), its quieter
     stretches inside cut to ``max_gap_s`` each (a speaker who goes on without pausing)."""
-    f = x[: len(x) // 480 * 480].reshape(-1, 480)
-    e = (f.astype(np.float64) ** 2).mean(axis=1)
-    active = e > e.max() * 10 ** -3.5
+    f, _, active = _active_frames(x)
     idx = np.flatnonzero(active)
     keep, gap, max_gap = [], 0, max(1, int(max_gap_s * RATE / 480))
     for i in range(idx[0], idx[-1] + 1):
