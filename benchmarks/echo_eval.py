@@ -1,7 +1,9 @@
 """Echo cancellation figures per room setting: ERLE after convergence, convergence time, CPU,
 re-convergence after a delay change, and the near-end talker's WER with and without echo.
 
-    python benchmarks/echo_eval.py            # simulated rooms (devtools/room.py), ~1 min
+    python benchmarks/echo_eval.py            # simulated rooms (devtools/room.py), ~2 min,
+                                              # with a closed-loop barge-in through the ear
+                                              # (ear_barge_in_*: a quick proxy for --agent)
     python benchmarks/echo_eval.py --live     # also on a private PulseAudio server: the real
                                               # Speaker/Microphone, the speaker looped back
                                               # into the microphone by devtools.room.LiveRoom
@@ -113,6 +115,75 @@ class Transcriber:
         return hyp.hypstr if hyp is not None else ""
 
 
+STOP_S = 0.08  # from the ear's SpeechStart until the speaker is silent (clear() and the device)
+
+
+def _ear_pass(aec, mic: np.ndarray, far: np.ndarray, recognizer=None, block: int = 480
+              ) -> tuple[list[float], list[str]]:
+    """``mic``/``far`` through ``aec`` and the ear (VAD, endpointer, and with a recognizer the
+    streaming transcriber) in 30 ms blocks: (when each SpeechStart was known, in ms of the
+    input; the utterances' text)."""
+    from edgevoice.audio.format import AudioChunk
+    from edgevoice.config import VadConfig
+    from edgevoice.ear.endpoint import SpeechStart, UtteranceSegmenter
+    from edgevoice.ear.transcriber import StreamingTranscriber, Utterance
+
+    ear = (UtteranceSegmenter(VadConfig()) if recognizer is None
+           else StreamingTranscriber(VadConfig(), recognizer))
+    known, texts = [], []
+    for i in range(0, len(mic) // block * block, block):
+        out = aec.process(mic[i:i + block], far[i:i + block])
+        for event in ear.feed(AudioChunk.from_samples(out, RATE, i * 1000 / RATE)):
+            if isinstance(event, SpeechStart):
+                known.append((i + block) * 1000 / RATE)
+            elif isinstance(event, Utterance):
+                texts.append(event.text)
+    texts += [e.text for e in ear.flush() if isinstance(e, Utterance)]
+    return known, texts
+
+
+def ear_barge_in(room: RoomSetting, far: np.ndarray, talkers: list[np.ndarray],
+                 refs: list[str]) -> dict:
+    """A barge-in in closed loop, simulated: the canceller has heard one answer already; a
+    talker starts 1.5 s into the next; the speaker goes silent ``STOP_S`` after the ear's
+    SpeechStart; the ear transcribes the utterance as ``edgevoice run`` does. Gives the
+    SpeechStart's delay after the talker's onset and the WER, beside the same clips to the
+    ear with no echo (a few seconds per room; a quick proxy for ``--agent``)."""
+    from edgevoice.asr.pocketsphinx_backend import PocketsphinxRecognizer
+    from edgevoice.ear.echo import EchoCanceller
+
+    recognizer = PocketsphinxRecognizer()
+    echo_only = room.apply(far, RATE)
+
+    def warmed() -> EchoCanceller:
+        aec = EchoCanceller(RATE)
+        _ear_pass(aec, mix(echo_only), far)  # the previous answer
+        return aec
+
+    delays, over, alone = [], [], []
+    at = int(1.5 * RATE)
+    for talker, ref in zip(talkers, refs, strict=True):
+        near = np.zeros(len(far))
+        near[at:at + len(talker)] = talker[: len(far) - at]
+        onset_ms = (at / RATE + _onset_s(talker, RATE)) * 1000
+        known, _ = _ear_pass(warmed(), mix(echo_only, near), far)
+        known = [t for t in known if t > onset_ms - 300]
+        heard_ms = known[0] if known else onset_ms + 1000
+        delays.append(heard_ms - onset_ms)
+        cut = far.copy()
+        cut[int((heard_ms / 1000 + STOP_S) * RATE):] = 0
+        _, texts = _ear_pass(warmed(), mix(room.apply(cut, RATE), near), cut, recognizer)
+        over.append((ref, " ".join(texts)))
+        _, texts = _ear_pass(EchoCanceller(RATE), mix(near), np.zeros(len(far), np.int16),
+                             recognizer)
+        alone.append((ref, " ".join(texts)))
+    recognizer.close()
+    return {"ear_barge_in_heard_ms": [round(d) for d in delays],
+            "ear_barge_in_wer": round(corpus_wer(over), 3),
+            "ear_alone_wer": round(corpus_wer(alone), 3),
+            "ear_barge_in_transcripts": [t for _, t in over]}
+
+
 def simulate(folder: Path) -> list[dict]:
     refs = {c.path.name: c.reference for c in read_manifest(folder)}
     far = np.concatenate([clip(folder, f) for f in FAR])
@@ -164,6 +235,7 @@ def simulate(folder: Path) -> list[dict]:
             "wer_alone": round(corpus_wer(pairs_clean), 3),
             "wer_barge_in": round(corpus_wer(pairs_barge), 3),
             "wer_double_talk_throughout": round(corpus_wer(pairs_echo), 3),
+            **ear_barge_in(room, far, talkers, [refs[n] for n in NEAR]),
         })
     return rows
 
