@@ -422,6 +422,9 @@ def cmd_run(args) -> int:
         # The first stage after the microphone: the speaker's own voice taken out of it.
         ear_source = cancel_echo(cfg.audio.echo_cancel, source, getattr(output, "speaker", None),
                                  records_from_device=not args.input)
+        words = getattr(ear_source, "words", None)
+        if words is not None and cfg.audio.barge_in_words:
+            transcriber.words_audio = words.audio  # a barge-in's first words, not suppressed
         manager = TurnManager(
             source=ear_source, transcriber=transcriber, brain=Brain(router, cfg.llm),
             synthesizer=synth, output=output, agent=cfg.agent, emit=emit,

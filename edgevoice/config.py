@@ -54,6 +54,11 @@ class AudioConfig:
         "records from one (where it cannot run, the agent is half duplex: no barge-in while it "
         "speaks, and says so), on = required (an error when pywebrtc-audio is missing), off = "
         "never (a headset)")
+    barge_in_words: bool = opt(
+        True, "with echo cancellation: when you talk over the answer, the recognizer hears the "
+        "microphone minus a linear estimate of the echo (fitted in one burst on the seconds "
+        "before), from where your words began, instead of AEC3's output, which suppresses the "
+        "first few hundred ms of double talk (the first words); false = AEC3's output only")
 
 
 @dataclass(frozen=True)

@@ -119,6 +119,28 @@ def test_far_reference_lines_blocks_up_by_their_dac_time(speech_folder):
     assert not ref.take(t0 + 4.0, 800).any()
 
 
+def test_steady_takes_ride_out_clock_jitter_follow_drift_and_jump_with_lost_blocks():
+    # The microphone's clock is a fitted line that wanders by a sample or so per block: taken
+    # as it is, the far end would slip back and forth between blocks (a linear filter cannot
+    # learn through that). Steady takes move on by the block and follow only real changes.
+    ref = echo.FarReference(RATE)
+    ref.add(1000.0, np.ones(480, np.int16), RATE)  # anything played: the timeline exists
+    rng = np.random.default_rng(3)
+    t, n, starts = 1000.0, 480, []
+    for _ in range(100):  # 3 s of blocks, the clock jittering by +-0.5 ms
+        starts.append(ref.steady(t + rng.uniform(-0.0005, 0.0005), n))
+        t += n / RATE
+    assert np.all(np.diff(starts) == n)  # continuous: no slips at all
+    for _ in range(300):  # then a clock 500 ppm fast (beyond the dead band after ~6 s)
+        starts.append(ref.steady(t, n))
+        t += n / RATE * (1 + 500e-6)
+    steps = np.diff(starts[100:]) - n
+    assert set(steps.tolist()) <= {0, 1}  # one sample at a time, never back
+    assert abs(ref._index(t) - (starts[-1] + n)) <= echo.STEADY_MS * RATE / 1000 + 2
+    lost = ref.steady(t + 0.03, n)  # a block was lost (the clock jumped by 30 ms)
+    assert lost == ref._index(t + 0.03)
+
+
 def test_the_whole_path_at_other_rates_and_block_sizes(speech_folder):
     """The speaker at 48 kHz in 20 ms blocks, the microphone at 16 kHz in 30 ms blocks,
     aligned only by their timestamps (the mic started 0.37 s before the speaker)."""

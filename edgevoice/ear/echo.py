@@ -35,6 +35,7 @@ import numpy as np
 
 from edgevoice.audio.format import AudioChunk
 from edgevoice.audio.resample import StreamResampler
+from edgevoice.ear.barge_in_words import BargeInWords
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,8 @@ WARMUP_MS = 500
 # earlier, so that LEAD_S is left for AEC3 to find.
 SHIFT_ABOVE_S = 0.3
 LEAD_S = 0.05
+STEADY_MS = 3.0  # FarReference.steady: the far end follows the mic's clock beyond this
+FOLLOW_MS = 15.0  # ... and jumps to it beyond this (the clock's own CLOCK_JUMP_S)
 REANCHOR_MS = 30.0  # a played block this far from where the previous one ended starts anew
 IDLE_AFTER_S = 1.5
 """This long after the last audible block the speaker played (beyond any room's echo tail), the
@@ -93,6 +96,7 @@ class FarReference:
         self._in_t = 0.0  # DAC time of the first block since the last anchor
         self._in_n = 0  # device-rate samples added since then
         self.reanchors = 0
+        self._cursor: Optional[int] = None  # where the next steady take starts
 
     def _index(self, t: float) -> int:
         assert self._epoch is not None
@@ -139,11 +143,33 @@ class FarReference:
         if hi > lo:
             self._ring[np.arange(lo, hi) % size] = 0
 
-    def take(self, t: float, n: int) -> np.ndarray:
-        out = np.zeros(n, dtype=np.int16)
+    def steady(self, t: float, n: int) -> Optional[int]:
+        """Where the ``n`` samples from time ``t`` start, kept continuous from one call to the
+        next: the microphone's capture clock is a line fitted to ADC times that jitter by ~7 ms,
+        and it wanders by a sample or so per block. Taken as it is, the far end slips back and
+        forth by samples between blocks, which a linear filter (``barge_in_words``) cannot
+        learn through. So the position moves on by ``n`` per call; it follows the clock by one
+        sample per call once they differ by more than ``STEADY_MS`` (drift between two clocks),
+        and jumps to it beyond ``FOLLOW_MS`` (blocks were lost). None before anything was
+        played."""
         if self._epoch is None:
-            return out
+            return None
         lo = self._index(t)
+        if self._cursor is None or abs(lo - self._cursor) > FOLLOW_MS * self.rate / 1000:
+            self._cursor = lo
+        elif abs(lo - self._cursor) > STEADY_MS * self.rate / 1000:
+            self._cursor += 1 if lo > self._cursor else -1
+        at, self._cursor = self._cursor, self._cursor + n
+        return at
+
+    def take(self, t: float, n: int) -> np.ndarray:
+        if self._epoch is None:
+            return np.zeros(n, dtype=np.int16)
+        return self.take_index(self._index(t), n)
+
+    def take_index(self, lo: int, n: int) -> np.ndarray:
+        """``n`` samples from index ``lo`` (``steady``), zeros where nothing was played."""
+        out = np.zeros(n, dtype=np.int16)
         size = len(self._ring)
         a, b = max(lo, self._hi - size, 0), min(lo + n, self._hi)
         if b > a:
@@ -416,6 +442,9 @@ class EchoCancelledSource:
         self.far = FarReference(mic.rate)
         self.delay = DelayTracker(mic.rate)
         self.path = EchoPath(mic.rate * FRAME_MS // 1000)
+        self.words = BargeInWords(mic.rate)
+        """The recognizer's view (``edgevoice.ear.barge_in_words``): a barge-in's first words
+        with the echo subtracted, not suppressed; the transcriber's ``words_audio``."""
         self.half_duplex = False
         self.cpu_s = 0.0  # CPU time spent cancelling (the benchmark's figure)
         self.last_far: Optional[np.ndarray] = None  # the far end lined up with the last chunk
@@ -460,6 +489,7 @@ class EchoCancelledSource:
             self.bypassed += 1  # its silent blocks are not kept: a gap reads as silence
             self.last_near = chunk.samples()
             self.last_far = np.zeros(len(self.last_near), dtype=np.int16)
+            self._keep_words(chunk, self.last_near, self.last_far, self.last_near)
             self.cpu_s += time.thread_time() - began
             return chunk
         for block in blocks:
@@ -467,7 +497,9 @@ class EchoCancelledSource:
         near = self.last_near = chunk.samples()
         if at is None:
             return chunk
-        timed_far = self.far.take(at, len(near))
+        pos = self.far.steady(at, len(near))
+        timed_far = (np.zeros(len(near), np.int16) if pos is None
+                     else self.far.take_index(pos, len(near)))
         if self.delay.add(near, timed_far):
             shifting = self.delay.lag_s > SHIFT_ABOVE_S
             log.info("echo arrives %.0f ms later than the audio backend's timing says%s",
@@ -477,17 +509,23 @@ class EchoCancelledSource:
                 self.canceller.reset()  # what it learnt at the old delay is of no use
         lag = self.delay.lag_s
         shift = lag - LEAD_S if lag > SHIFT_ABOVE_S else 0.0
-        far = self.far.take(at - shift, len(near)) if shift else timed_far
+        far = (self.far.take_index(pos - int(round(shift * self.far.rate)), len(near))
+               if shift and pos is not None else timed_far)
         cleaned = self.canceller.process(near, far)  # runs on: ready when echo appears
         if self.delay.echo_seen:
             self.path.echo_found()
         self.path.add(near, far)
         self.cpu_s += time.thread_time() - began
         self.last_far = far
-        if self.path.absent:
+        if self.path.absent:  # no echo: the words are the microphone's
+            self._keep_words(chunk, near, np.zeros(len(near), np.int16), near)
             return chunk
+        self._keep_words(chunk, near, far, cleaned)
         return AudioChunk.from_samples(cleaned, chunk.format.rate, chunk.start_ms)
 
+    def _keep_words(self, chunk: AudioChunk, near: np.ndarray, far: np.ndarray,
+                    cleaned: np.ndarray) -> None:
+        self.words.add(int(round(chunk.start_ms * chunk.format.rate / 1000)), near, far, cleaned)
 
     def _resting(self, at: float) -> bool:
         """Nothing audible was played for ``IDLE_AFTER_S`` before ``at`` (and none of it is

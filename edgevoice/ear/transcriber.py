@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Optional, Union
 
@@ -145,6 +145,11 @@ class StreamingTranscriber:
         self._held: deque[AudioChunk] = deque()  # silence after a pause's final, not yet fed
         self._finished = False  # the recognizer finished at a pause; no speech since
         self._checkpoint: Transcript | None = None  # taken at a pause; no speech since
+        self.words_audio: Optional[Callable[[AudioChunk, bool], AudioChunk]] = None
+        """Where the input has a view of its own for the recognizer (echo cancellation:
+        ``edgevoice.ear.barge_in_words``): each chunk of an utterance goes through it, ``True``
+        for the utterance's first, which may come back reaching further back."""
+        self._first_chunk = False  # the next chunk is the utterance's first
 
     def _said_so_far(self, partial: str = "") -> str:
         return " ".join(t for t in [*(s.text.strip() for _, s in self._segments), partial.strip()]
@@ -172,6 +177,7 @@ class StreamingTranscriber:
                 self._held.clear()
                 self._finished = False
                 self._checkpoint = None
+                self._first_chunk = True
                 yield event
             elif isinstance(event, SpeechAudio):
                 if self.turn_detector is not None:
@@ -179,9 +185,10 @@ class StreamingTranscriber:
                 if self._finished:  # silence after a pause's final: kept for a resume
                     self._hold(event.chunk)
                     continue
+                chunk = self._words(event.chunk)
                 if self._segment_start is None:
-                    self._segment_start = event.chunk.start_ms
-                self.recognizer.accept(event.chunk)
+                    self._segment_start = chunk.start_ms
+                self.recognizer.accept(chunk)
                 now = event.chunk.end_ms
                 if now - self._last_partial_at >= self.partial_interval_ms:
                     self._last_partial_at = now
@@ -252,11 +259,16 @@ class StreamingTranscriber:
         if resume is not None:
             resume()
         held, self._held = list(self._held), deque()
-        for chunk in held:
+        for chunk in map(self._words, held):
             if self._segment_start is None:
                 self._segment_start = chunk.start_ms
             self.recognizer.accept(chunk)
         yield Resume(self._start_ms or 0.0, event.at_ms)
+
+    def _words(self, chunk: AudioChunk) -> AudioChunk:
+        """The chunk as the recognizer hears it (``words_audio``)."""
+        first, self._first_chunk = self._first_chunk, False
+        return chunk if self.words_audio is None else self.words_audio(chunk, first)
 
     def _hold(self, chunk: AudioChunk) -> None:
         self._held.append(chunk)
