@@ -9,7 +9,8 @@ import pytest
 
 pytest.importorskip("pywebrtc_audio", reason="pywebrtc-audio is not installed")
 
-from edgevoice.audio.devices import PlayedBlock  # noqa: E402
+from echo_fakes import ArrayMic, ArraySpeaker  # noqa: E402
+
 from edgevoice.audio.format import AudioChunk  # noqa: E402
 from edgevoice.audio.resample import resample  # noqa: E402
 from edgevoice.config import VadConfig  # noqa: E402
@@ -67,42 +68,11 @@ def test_the_filter_learns_the_echo_and_leaves_a_talker_whole(speech_folder, roo
     assert f.erle_db >= 10.0  # over the whole fit, from nothing
 
 
-class _Mic:
-    """A timed capture stream hearing ``samples``, 30 ms per read, on a made-up clock."""
-
-    rate, timed = RATE, True
-
-    def __init__(self, samples: np.ndarray) -> None:
-        self.samples, self.pos, self.chunk_time = samples, 0, 100.0
-
-    def read(self, timeout=None):
-        block = self.samples[self.pos:self.pos + 480]
-        start_ms = self.pos * 1000 / RATE
-        self.pos += 480
-        self.chunk_time += 0.03
-        return AudioChunk.from_samples(block, RATE, start_ms)
-
-
-class _Speaker:
-    """Plays ``samples`` in step with the microphone (its DAC times on the mic's clock)."""
-
-    timed = True
-
-    def __init__(self, mic: _Mic, samples: np.ndarray) -> None:
-        self.mic, self.samples = mic, samples
-
-    def played_after(self, cursor):
-        block = self.samples[cursor * 480:(cursor + 1) * 480]
-        if len(block) < 480:
-            block = np.zeros(480, dtype=np.int16)
-        return cursor + 1, [PlayedBlock(self.mic.chunk_time + 0.03, block, RATE)]
-
-
 def _transcribe(near: np.ndarray, far: np.ndarray, words: bool) -> tuple[str, BargeInWords]:
     from edgevoice.asr.pocketsphinx_backend import PocketsphinxRecognizer
 
-    mic = _Mic(near)
-    source = echo.EchoCancelledSource(mic, _Speaker(mic, far))
+    mic = ArrayMic(near)
+    source = echo.EchoCancelledSource(mic, ArraySpeaker(mic, far))
     recognizer = PocketsphinxRecognizer()
     transcriber = StreamingTranscriber(VadConfig(), recognizer)
     if words:

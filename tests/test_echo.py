@@ -8,6 +8,8 @@ import pytest
 
 pytest.importorskip("pywebrtc_audio", reason="pywebrtc-audio is not installed")
 
+from echo_fakes import ArrayMic, ArraySpeaker  # noqa: E402
+
 from edgevoice.audio.resample import resample  # noqa: E402
 from edgevoice.devtools.pulse import read_wav  # noqa: E402
 from edgevoice.devtools.room import RoomSetting, mix  # noqa: E402
@@ -376,43 +378,9 @@ def test_a_quiet_speaker_costs_no_cancelling_and_the_next_answer_is_cancelled_ag
     assert stage.bypassed > 20  # then it rests again
 
 
-class _ArrayMic:
-    """A timed capture stream that hears ``samples``, 30 ms per read, on a made-up clock."""
-
-    rate, timed = RATE, True
-
-    def __init__(self, samples: np.ndarray) -> None:
-        self.samples, self.pos, self.chunk_time = samples, 0, 100.0
-
-    def read(self, timeout=None):
-        from edgevoice.audio.format import AudioChunk
-
-        block = self.samples[self.pos:self.pos + 480]
-        self.pos += 480
-        self.chunk_time += 0.03
-        return AudioChunk.from_samples(block, RATE)
-
-
-class _ArraySpeaker:
-    """Plays ``samples`` in step with the microphone (its DAC times on the mic's clock)."""
-
-    timed = True
-
-    def __init__(self, mic: _ArrayMic, samples: np.ndarray) -> None:
-        self.mic, self.samples = mic, samples
-
-    def played_after(self, cursor):
-        from edgevoice.audio.devices import PlayedBlock
-
-        block = self.samples[cursor * 480:(cursor + 1) * 480]
-        if len(block) < 480:
-            block = np.zeros(480, dtype=np.int16)
-        return cursor + 1, [PlayedBlock(self.mic.chunk_time + 0.03, block, RATE)]
-
-
 def _through_source(near: np.ndarray, far: np.ndarray) -> tuple[np.ndarray, echo.EchoPath]:
-    mic = _ArrayMic(near)
-    stage = echo.EchoCancelledSource(mic, _ArraySpeaker(mic, far))
+    mic = ArrayMic(near)
+    stage = echo.EchoCancelledSource(mic, ArraySpeaker(mic, far))
     out = np.concatenate([stage.read(0.1).samples() for _ in range(len(near) // 480)])
     return out, stage.path
 
