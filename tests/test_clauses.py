@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from itertools import pairwise
 
 import pytest
@@ -188,6 +190,11 @@ splitters = st.builds(
 )
 
 
+# Chinese/Japanese/Thai text and full-width punctuation are cut with no whitespace at the cut.
+SPACELESS_OR_WIDE = re.compile("[\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3000-\u30ff"
+                               "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef]")
+
+
 def split_into_deltas(text: str, cuts: list[int]) -> list[str]:
     points = sorted({min(c, len(text)) for c in cuts} | {0, len(text)})
     return [text[a:b] for a, b in pairwise(points)]
@@ -203,6 +210,8 @@ def test_clauses_concatenate_to_the_cleaned_text(
     clauses = [c for _, c in run(splitter, split_into_deltas(text, cuts))]
     joined = " ".join(clauses)
     expected = clean_for_speech(text)
+    if SPACELESS_OR_WIDE.search(text):  # cut between characters: no space was there
+        joined, expected = "".join(joined.split()), "".join(expected.split())
     # Everything is spoken, except a trailing remainder with nothing speakable in it.
     assert expected.startswith(joined)
     assert not is_speakable(expected[len(joined) :])
@@ -286,3 +295,34 @@ def test_first_clause_is_cut_after_max_words_when_no_punctuation_comes():
     assert clauses_of("Yes. the quick brown fox jumps over the lazy dog and runs.",
                       ClauseSplitter(first_max_words=2)) == [
         "Yes.", "the quick brown fox jumps over the lazy dog and runs."]
+
+
+def test_chinese_and_japanese_clauses_end_at_full_width_punctuation():
+    # no space follows 。！？、 in these scripts: without this the whole answer was one clause
+    text = "はい、わかりました。東京の天気は晴れです。明日は雨が降るでしょう！"
+    got = run(ClauseSplitter(first_max_words=6), list(text))
+    assert [c for _, c in got] == ["はい、わかりました。", "東京の天気は晴れです。",
+                                   "明日は雨が降るでしょう！"]
+    assert got[0][0] == text.index("。")  # released with its full stop, not at the end
+    assert clauses_of("Sure. 「はい」と言いました。Then more.", ClauseSplitter()) == [
+        "Sure.", "「はい」と言いました。", "Then more."]
+
+
+def test_a_run_on_without_spaces_is_cut_between_characters():
+    text = "我们今天去公园散步吧因为天气很好而且我们已经很久没有出去走走了所以一定要去看看那些" * 3
+    got = run(ClauseSplitter(first_max_words=6, first_max_chars=80, max_chars=160), list(text))
+    clauses = [c for _, c in got]
+    assert len(clauses[0]) == 12  # about six words' worth, released long before the end
+    assert got[0][0] == 12
+    assert all(len(c) <= 160 for c in clauses)
+    assert "".join(clauses) == text
+    # Thai: never cut in front of a vowel or tone mark (the next character must not be a mark)
+    thai = "สวัสดีครับวันนี้อากาศดีมากเราไปเที่ยวทะเลกันไหมครับผมคิดว่าน่าจะสนุกมากเลย" * 2
+    parts = clauses_of(thai, ClauseSplitter(first_max_words=6))
+    assert "".join(parts) == thai and len(parts) > 1
+    assert all(not unicodedata.category(p[0]).startswith("M") for p in parts)
+
+
+def test_latin_text_without_spaces_is_not_cut_inside_a_token():
+    token = "i" * 200  # a URL, a hash, a random model's output: one token, never split
+    assert clauses_of(token, ClauseSplitter(first_max_words=6)) == [token]

@@ -164,3 +164,14 @@ def test_ask_against_a_server_trickling_its_models_list_does_not_wait(tiny_gguf,
     assert turn["target"] == "remote" and turn["reply"] == "w0 w1 w2 w3 w4 w5 w6 w7 "
     assert turn["latency_ms"]["first_clause"] < 2000
     assert took < local_took + 2.0, f"ask took {took:.1f} s, local only {local_took:.1f} s"
+
+
+@pytest.mark.parametrize(("text", "ready"), [
+    ("Sure", False), ("Sure. ", True), ("one two three, ", True), ("one two, ", False),
+    ("a b c d e f ", True), ("x" * 79, False), ("x" * 80, True),
+    ("はい。", True), ("東京は", False), ("我们今天去公园散步吧因为", True),  # 12 Han characters
+])
+def test_a_first_clause_is_recognized_in_spaced_and_spaceless_scripts(text, ready):
+    from edgevoice.llm.hedge import clause_ready
+
+    assert clause_ready(text) is ready

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import bisect
 import re
+import unicodedata
 from collections.abc import Callable
 
 CODE_OMITTED = "Code omitted."
@@ -143,11 +144,21 @@ _OPENERS = "\"'\u201c\u2018([{\u00ab*_"
 # Candidate cut points: punctuation (plus closing quotes/brackets) followed by whitespace, or a
 # newline. The whitespace itself must have arrived: "3." may still become "3.14".
 _ELLIPSIS, _EM_DASH, _EN_DASH = "\u2026", "\u2014", "\u2013"
+# Chinese and Japanese end clauses with full-width punctuation and write no space after it.
+_WIDE_STRONG, _WIDE_WEAK = "\u3002\uff01\uff1f", "\u3001\uff0c\uff1b\uff1a"  # 。！？ 、，；：
+_WIDE_CLOSERS = "\u300d\u300f\uff09\u3011\u300b\u3009"  # 」』）】》〉
 _BOUNDARY = re.compile(
     rf"(?P<punct>\.{{3,}}|{_ELLIPSIS}|[.!?]+|[,;:{_EM_DASH}{_EN_DASH}])[{_CLOSERS}]*(?=\s)"
+    rf"|(?P<wide>[{_WIDE_STRONG}]+|[{_WIDE_WEAK}])[{_WIDE_CLOSERS}{_CLOSERS}]*"
     r"|(?P<nl>\n)"
 )
-_WEAK_PUNCT = frozenset(",;:" + _EM_DASH + _EN_DASH)
+_WEAK_PUNCT = frozenset(",;:" + _EM_DASH + _EN_DASH + _WIDE_WEAK)
+# Scripts written without spaces between words (Han, kana, Thai, Lao, Myanmar, Khmer): a run-on
+# in them can only be cut between two of their characters.
+SPACELESS = re.compile(
+    "[\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u3400-\u4dbf"
+    "\u4e00-\u9fff\uf900-\ufaff]"
+)
 _ABBREVIATIONS = frozenset(
     ["mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "mt", "vs", "approx", "fig", "dept"]
 )
@@ -227,7 +238,7 @@ class ClauseSplitter:
                     continue
             else:
                 cut = m.end()
-                punct = m.group("punct")
+                punct = m.group("punct") or m.group("wide")
                 weak = punct in _WEAK_PUNCT or punct.startswith("...") or punct == _ELLIPSIS
                 if punct == "." and self._is_abbreviation(m.start()):
                     continue
@@ -244,13 +255,20 @@ class ClauseSplitter:
                 fallback = cut
         if self._first and self.first_max_words:
             cut = self._word_cut(self.first_max_words, fences, end)
+            # without spaces, a word is about two characters (Chinese averages 1.5-2)
+            spaceless_limit = 2 * self.first_max_words
+            if cut is None and len(buf) > spaceless_limit:
+                cut = self._spaceless_cut(spaceless_limit, fences)
             if cut is not None:
                 return cut
         if len(buf) <= limit:
             return None
         if fallback is not None:
             return fallback
-        return self._space_cut(limit, fences, end)
+        cut = self._space_cut(limit, fences, end)
+        if cut is None or cut > limit:
+            cut = self._spaceless_cut(limit, fences) or cut
+        return cut
 
     def _word_cut(self, words: int, fences: list[int], end: int) -> int | None:
         """The first safe cut before whitespace after at least ``words`` spoken words."""
@@ -274,6 +292,18 @@ class ClauseSplitter:
                 return best if best is not None else cut
             best = cut
         return best
+
+    def _spaceless_cut(self, limit: int, fences: list[int]) -> int | None:
+        """The last safe cut within ``limit`` between two characters of a script written
+        without spaces (a Chinese or Thai run-on has no whitespace to cut at), or None."""
+        buf = self._buf
+        for cut in range(min(limit, len(buf) - 1), 0, -1):
+            if (SPACELESS.match(buf, cut - 1) and SPACELESS.match(buf, cut)
+                    and not unicodedata.category(buf[cut]).startswith("M")
+                    and self._safe(cut, fences, newline=False)
+                    and is_speakable(_clean(buf[:cut], self._line_start))):
+                return cut
+        return None
 
     def _safe(self, cut: int, fences: list[int], newline: bool) -> bool:
         """A cut must not fall inside a code fence or (unless at its end) a table row."""
