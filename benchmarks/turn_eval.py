@@ -371,9 +371,11 @@ def main() -> int:
              dataclasses.replace(base, hangover_ms=plain["fallback_ms"]),
              threshold=plain["threshold"], infer_ms=infer_ms, hint=hint)
     d = TurnConfig()
-    both(f"learned@defaults(t={d.threshold:g},fb={d.fallback_ms})",
-         dataclasses.replace(base, hangover_ms=d.fallback_ms), threshold=d.threshold,
-         infer_ms=infer_ms)
+    for hint in ["none"] + ([] if args.no_asr else ["asr"]):  # +asr is what the agent runs
+        name = "learned" if hint == "none" else f"learned+{hint}"
+        both(f"{name}@defaults(t={d.threshold:g},fb={d.fallback_ms})",
+             dataclasses.replace(base, hangover_ms=d.fallback_ms), threshold=d.threshold,
+             infer_ms=infer_ms, hint=hint)
     result["calls_timed"] = {"n": len(oracle.call_ms),
                              "median_ms": round(statistics.median(oracle.call_ms), 1),
                              "p90_ms": round(float(np.percentile(oracle.call_ms, 90)), 1)}
