@@ -27,7 +27,7 @@ from typing import Optional
 
 from edgevoice.llm.protocol import ChatTarget, Message, StreamStats, TargetError, TargetInfo
 from edgevoice.llm.safe_text import for_log
-from edgevoice.tts.clauses import SPACELESS
+from edgevoice.tts.clauses import SPACELESS, WIDE_SENTENCE_END
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,6 @@ CLAUSE_WORDS = 6  # a first clause without punctuation: this many complete words
 CLAUSE_CHARS = 80  # ... or this much text (a speaker cuts a run-on first clause there too)
 _SENTENCE_END = re.compile(r"[.!?]+[\"')\]]*\s")
 _CLAUSE_END = re.compile(r"[,;:\u2014\u2013]\s")
-_WIDE_SENTENCE_END = re.compile("[\u3002\uff01\uff1f]")  # 。！？: Chinese/Japanese, no space after
 
 
 def derive_hedge_after_ms(predicted_ms: Optional[float], configured_ms: Optional[float], *,
@@ -56,7 +55,7 @@ def clause_ready(text: str) -> bool:
     """Whether ``text`` (the start of a reply) holds a first clause a speaker could start on."""
     if not text.strip():
         return False
-    if _SENTENCE_END.search(text) or _WIDE_SENTENCE_END.search(text):
+    if _SENTENCE_END.search(text) or WIDE_SENTENCE_END.search(text):
         return True
     if len(SPACELESS.findall(text)) >= 2 * CLAUSE_WORDS:  # a word is ~2 such characters
         return True

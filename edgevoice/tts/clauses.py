@@ -147,6 +147,7 @@ _ELLIPSIS, _EM_DASH, _EN_DASH = "\u2026", "\u2014", "\u2013"
 # Chinese and Japanese end clauses with full-width punctuation and write no space after it.
 _WIDE_STRONG, _WIDE_WEAK = "\u3002\uff01\uff1f", "\u3001\uff0c\uff1b\uff1a"  # 。！？ 、，；：
 _WIDE_CLOSERS = "\u300d\u300f\uff09\u3011\u300b\u3009"  # 」』）】》〉
+WIDE_SENTENCE_END = re.compile(f"[{_WIDE_STRONG}]")
 _BOUNDARY = re.compile(
     rf"(?P<punct>\.{{3,}}|{_ELLIPSIS}|[.!?]+|[,;:{_EM_DASH}{_EN_DASH}])[{_CLOSERS}]*(?=\s)"
     rf"|(?P<wide>[{_WIDE_STRONG}]+|[{_WIDE_WEAK}])[{_WIDE_CLOSERS}{_CLOSERS}]*"
