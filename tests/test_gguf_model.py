@@ -101,6 +101,24 @@ def test_writes_are_reproducible_and_leave_no_temp_files(tmp_path: Path) -> None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.gguf", "b.gguf", "c.gguf"]
 
 
+def test_the_spaced_words_model_writes_words_a_clause_splitter_can_cut(tmp_path: Path) -> None:
+    from edgevoice.tts.clauses import ClauseSplitter
+
+    path = gguf_model.write_tiny_gemma2(tmp_path / "w.gguf", spaced_words=True)
+    model = llama_cpp.Llama(model_path=str(path), n_ctx=512, verbose=False, seed=3)
+    try:
+        for question in ("hello", "what time is it", "turn on the lights please"):
+            reply = model.create_chat_completion(
+                [{"role": "user", "content": question}], max_tokens=24, temperature=1.0
+            )["choices"][0]["message"]["content"]
+            words = reply.split()
+            assert len(words) >= 20, reply  # every token began a word
+            clauses = ClauseSplitter(first_max_words=4).push(reply)
+            assert clauses and len(clauses[0].split()) <= 4, (reply, clauses)
+    finally:
+        model.close()
+
+
 def test_cli_writes_tiny(tmp_path: Path) -> None:
     assert gguf_model.main(["tiny", str(tmp_path / "t.gguf")]) == 0
     assert (tmp_path / "t.gguf").stat().st_size > 100_000

@@ -273,12 +273,17 @@ def _temp_path(dest: Path, suffix: str) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-def write_tiny_gemma2(path: Path, *, seed: int = 0) -> Path:
+def write_tiny_gemma2(path: Path, *, seed: int = 0, spaced_words: bool = False) -> Path:
     """Write a ~430 KB random Gemma 2 (2 layers, d=64, 471 tokens) that llama.cpp loads in ms.
 
     It has Gemma 2's metadata, tokenizer layout and chat template, so it exercises tokenizing,
     templating, prefix caching and streaming. Its text is gibberish made of word pieces and it
     (almost) never emits <eos>: assert structure, not content, and bound it with ``max_tokens``.
+
+    Its tied embedding makes it repeat its first token, often a bare character ("iiii...": one
+    word that no clause splitter may cut). ``spaced_words`` also quiets every piece that does not
+    begin a word, so each token is a new ▁word and its text splits into clauses like a real
+    model's (the latency bench's model: what it times is the agent, not the splitter's wait).
     """
     import gguf
     import numpy as np
@@ -286,6 +291,10 @@ def write_tiny_gemma2(path: Path, *, seed: int = 0) -> Path:
     path = Path(path)
     rng = np.random.default_rng(seed)
     vocab = build_vocab()
+    if spaced_words:
+        bare = [i for i, t in enumerate(vocab.tokens)
+                if i not in vocab.quiet and (not t.startswith(SPACE) or t == SPACE)]
+        vocab = Vocab(vocab.tokens, vocab.scores, vocab.types, vocab.quiet + bare)
     with _temp_path(path, ".tmp") as tmp:
         w = _new_writer(tmp, TINY_SHAPE, vocab, "edgevoice-tiny-gemma2", gguf.LlamaFileType.ALL_F32)
         try:
