@@ -14,7 +14,9 @@ in VAD frames through the ear's real pure stages (``UtteranceSegmenter``: webrtc
 (c) ``learned``: at each ``SpeechPause`` (``vad.pause_ms`` of silence) Smart Turn hears the
     utterance's last <= 8 s; ``p >= threshold`` ends the turn then (plus the inference time,
     ``--infer-ms``, default the median measured in this run); else keep listening; after
-    ``fallback_ms`` of silence it ends anyway (the segmenter's hangover). ``learned+asr``
+    ``fallback_ms`` of silence it ends anyway (the segmenter's hangover); a verdict said
+    before ``--min-silence-ms`` of silence (``turn.min_silence_ms``) waits for it and speech
+    before then cancels it. ``learned+asr``
     caps p at 0.2 when pocketsphinx's partial at the pause ends in "and", "the", "to"...
     (``edgevoice.ear.turn_detector.ends_incomplete``); ``learned+oracle`` does the same with the
     reference words (the most a text hint could give);
@@ -52,6 +54,7 @@ from edgevoice.ear.endpoint import (
     SpeechAudio,
     SpeechEnd,
     SpeechPause,
+    SpeechResume,
     SpeechStart,
     UtteranceSegmenter,
 )
@@ -118,9 +121,11 @@ def oracle_text(ex: PauseExample, at_ms: float) -> str:
 
 def simulate(ex: PauseExample, cfg: VadConfig, oracle: Oracle | None = None,
              threshold: float | None = None, infer_ms: float = 0.0,
-             hint: str = "none") -> Outcome:
+             hint: str = "none", min_silence_ms: float = 0.0) -> Outcome:
     """Feed the example in VAD frames; with ``threshold`` the learned policy, else the
-    hangover of ``cfg`` alone."""
+    hangover of ``cfg`` alone. A "complete" verdict ends the turn once the silence has lasted
+    ``min_silence_ms`` (the ear's ``turn.min_silence_ms``; speech before then cancels it) and
+    the inference is done, whichever is later."""
     seg = UtteranceSegmenter(cfg)
     frame = int(cfg.frame_ms * RATE / 1000)
     out = Outcome([])
@@ -128,15 +133,30 @@ def simulate(ex: PauseExample, cfg: VadConfig, oracle: Oracle | None = None,
     start_ms = 0.0
     keep = int(TurnConfig().max_audio_s * RATE)
     samples = ex.samples
+    verdict: tuple[float, float] | None = None  # (silence floor, decision ms) of a "complete"
+
+    def end_now(at_ms: float) -> None:
+        out.decisions.append(at_ms)
+        end_turn = getattr(seg, "end_turn", None)  # the ear's "end it now"
+        if end_turn is not None:
+            list(end_turn("turn_detector"))
+        else:  # an older endpoint.py: the same, by hand
+            seg._endpointer.reset()
+
     for i in range(0, len(samples) - frame + 1, frame):
         chunk = AudioChunk(samples[i:i + frame].astype("<i2").tobytes(), PCM16_MONO_16K,
                            i * 1000.0 / RATE)
         ended_now = False
         for ev in seg.feed(chunk):
             if isinstance(ev, SpeechStart):
-                utt, start_ms = [], ev.start_ms
+                utt, start_ms, verdict = [], ev.start_ms, None
+            elif isinstance(ev, SpeechResume):
+                verdict = None
             elif isinstance(ev, SpeechAudio):
                 utt.append(np.frombuffer(ev.chunk.data, dtype="<i2"))
+                if verdict is not None and not ended_now and ev.chunk.end_ms >= verdict[0]:
+                    end_now(max(verdict[1], ev.chunk.end_ms))
+                    ended_now, verdict = True, None
             elif isinstance(ev, SpeechPause) and threshold is not None and not ended_now:
                 audio = np.concatenate(utt)[-keep:]
                 p = oracle.probability(ex, start_ms, ev.at_ms, audio)
@@ -147,14 +167,14 @@ def simulate(ex: PauseExample, cfg: VadConfig, oracle: Oracle | None = None,
                     if ends_incomplete(text):
                         p = min(p, HINT_CAP)
                 if p >= threshold:
-                    out.decisions.append(ev.at_ms + infer_ms)
-                    end_turn = getattr(seg, "end_turn", None)  # the ear's "end it now"
-                    if end_turn is not None:
-                        list(end_turn("turn_detector"))
-                    else:  # an older endpoint.py: the same, by hand
-                        seg._endpointer.reset()
-                    ended_now = True
+                    floor = ev.speech_end_ms + min_silence_ms
+                    if ev.at_ms >= floor:
+                        end_now(ev.at_ms + infer_ms)
+                        ended_now = True
+                    else:
+                        verdict = (floor, ev.at_ms + infer_ms)
             elif isinstance(ev, SpeechEnd) and not ended_now:
+                verdict = None
                 out.decisions.append(chunk.end_ms)
                 out.by_fallback = threshold is not None and chunk.end_ms >= ex.turn_end_ms
     for ev in seg.flush():
@@ -194,8 +214,10 @@ def score(examples: list[PauseExample], outcomes: list[Outcome], reopen_ms: floa
     }
 
 
-def run_policy(examples, cfg, oracle=None, threshold=None, infer_ms=0.0, hint="none"):
-    return [simulate(e, cfg, oracle, threshold, infer_ms, hint) for e in examples]
+def run_policy(examples, cfg, oracle=None, threshold=None, infer_ms=0.0, hint="none",
+               min_silence_ms=0.0):
+    return [simulate(e, cfg, oracle, threshold, infer_ms, hint, min_silence_ms)
+            for e in examples]
 
 
 def trace(ex: PauseExample, cfg: VadConfig, oracle: Oracle, with_asr: bool) -> list[tuple]:
@@ -223,6 +245,8 @@ def trace(ex: PauseExample, cfg: VadConfig, oracle: Oracle, with_asr: bool) -> l
                 text = oracle.asr_text(ex, start_ms, ev.at_ms, audio) if with_asr else ""
                 events.append(("pause", ev.at_ms, ev.speech_end_ms, p, text,
                                oracle_text(ex, ev.at_ms)))
+            elif isinstance(ev, SpeechResume):
+                events.append(("resume", ev.at_ms))
             elif isinstance(ev, SpeechEnd):
                 events.append(("end", chunk.end_ms, ev.end_ms))
     for ev in seg.flush():
@@ -232,13 +256,21 @@ def trace(ex: PauseExample, cfg: VadConfig, oracle: Oracle, with_asr: bool) -> l
 
 
 def decide(ex: PauseExample, events: list[tuple], threshold: float, infer_ms: float,
-           hint: str) -> Outcome:
+           hint: str, min_silence_ms: float = 0.0, frame_ms: int = 30) -> Outcome:
     """The learned policy replayed on a trace (for the tuning grid). Exact up to the first
     decision; after an early one (a cut-off) the speech that follows is, in the ear, a new
     utterance whose detector calls hear only it, here the whole trace's audio: so it is used
     to choose parameters, and the chosen ones are run for real (``simulate``)."""
     out = Outcome([])
     decided_in = None  # speech_end_ms of the silence in which the detector ended the turn
+    verdict: tuple[float, float, float] | None = None  # floor, decision, speech_end
+
+    def settle(until_ms: float) -> None:
+        nonlocal verdict, decided_in
+        if verdict is not None and verdict[0] <= until_ms:
+            out.decisions.append(verdict[1])
+            decided_in, verdict = verdict[2], None
+
     for e in events:
         if e[0] == "pause":
             _, at_ms, speech_end, p, asr, ref = e
@@ -247,20 +279,29 @@ def decide(ex: PauseExample, events: list[tuple], threshold: float, infer_ms: fl
             if hint != "none" and ends_incomplete(text):
                 p = min(p, HINT_CAP)
             if p >= threshold:
-                out.decisions.append(at_ms + infer_ms)
-                decided_in = speech_end
-        elif decided_in != e[2]:
+                floor = speech_end + -(-min_silence_ms // frame_ms) * frame_ms  # a frame's end
+                verdict = (floor, max(at_ms + infer_ms, floor), speech_end)
+                settle(at_ms)
+        elif e[0] == "resume":
+            settle(e[1])  # the frame before the resume ended at the floor: it was in time
+            verdict = None
+        else:
+            settle(e[1])
+            if decided_in == e[2]:
+                continue
             out.decisions.append(e[1])
             out.by_fallback = e[1] >= ex.turn_end_ms
     return out
 
 
 def tune(tuning, traces: dict, infer_ms: float, hint: str, max_cutoff: float,
-         reopen_ms: float) -> tuple[dict, list]:
+         reopen_ms: float, min_silence_ms: float = 0.0, frame_ms: int = 30
+         ) -> tuple[dict, list]:
     grid = []
     for fb in FALLBACKS_MS:
         for thr in THRESHOLDS:
-            outs = [decide(e, traces[fb][e.id], thr, infer_ms, hint) for e in tuning]
+            outs = [decide(e, traces[fb][e.id], thr, infer_ms, hint, min_silence_ms, frame_ms)
+                    for e in tuning]
             grid.append({"threshold": thr, "fallback_ms": fb, **score(tuning, outs, reopen_ms)})
     ok = [g for g in grid if g["false_cutoff_rate"] <= max_cutoff + 1e-9]
     pool = ok or grid
@@ -319,6 +360,8 @@ def main() -> int:
     ap.add_argument("--infer-ms", type=float, default=None,
                     help="inference time added to a learned decision (default: measured median)")
     ap.add_argument("--reopen-ms", type=float, default=1000.0)
+    ap.add_argument("--min-silence-ms", type=float, default=None,
+                    help="silence floor of a learned decision (default turn.min_silence_ms)")
     ap.add_argument("--bench", type=int, default=0, metavar="N",
                     help="also time N detector calls at 1 and 2 threads")
     ap.add_argument("--no-asr", action="store_true", help="skip the pocketsphinx text hint")
@@ -352,30 +395,33 @@ def main() -> int:
     infer_ms = args.infer_ms if args.infer_ms is not None else round(
         statistics.median(oracle.call_ms))
     result["infer_ms"] = infer_ms
+    d = TurnConfig()
+    floor = args.min_silence_ms if args.min_silence_ms is not None else d.min_silence_ms
+    result["min_silence_ms"] = floor
     max_cut = result["policies"]["hangover600"]["tuning"]["false_cutoff_rate"]
     hints = ["none", "oracle"] + ([] if args.no_asr else ["asr"])
     grids = {}
     for hint in hints:
         name = "learned" if hint == "none" else f"learned+{hint}"
-        best, grids[name] = tune(tuning, traces, infer_ms, hint, max_cut, args.reopen_ms)
+        best, grids[name] = tune(tuning, traces, infer_ms, hint, max_cut, args.reopen_ms,
+                                 floor, base.frame_ms)
         thr, fb = best["threshold"], best["fallback_ms"]
         result["chosen"][name] = {"threshold": thr, "fallback_ms": fb,
                                   "tuning_replayed": {k: best[k] for k in (
                                       "false_cutoff_rate", "median_delay_ms")}}
         both(f"{name}(t={thr:g},fb={fb})", dataclasses.replace(base, hangover_ms=fb),
-             threshold=thr, infer_ms=infer_ms, hint=hint)
+             threshold=thr, infer_ms=infer_ms, hint=hint, min_silence_ms=floor)
     # Do text hints help? The same threshold and fallback as the plain detector's, hint on.
     plain = result["chosen"]["learned"]
     for hint in hints[1:]:
         both(f"learned+{hint}(t={plain['threshold']:g},fb={plain['fallback_ms']})",
              dataclasses.replace(base, hangover_ms=plain["fallback_ms"]),
-             threshold=plain["threshold"], infer_ms=infer_ms, hint=hint)
-    d = TurnConfig()
+             threshold=plain["threshold"], infer_ms=infer_ms, hint=hint, min_silence_ms=floor)
     for hint in ["none"] + ([] if args.no_asr else ["asr"]):  # +asr is what the agent runs
         name = "learned" if hint == "none" else f"learned+{hint}"
         both(f"{name}@defaults(t={d.threshold:g},fb={d.fallback_ms})",
              dataclasses.replace(base, hangover_ms=d.fallback_ms), threshold=d.threshold,
-             infer_ms=infer_ms, hint=hint)
+             infer_ms=infer_ms, hint=hint, min_silence_ms=floor)
     result["calls_timed"] = {"n": len(oracle.call_ms),
                              "median_ms": round(statistics.median(oracle.call_ms), 1),
                              "p90_ms": round(float(np.percentile(oracle.call_ms, 90)), 1)}
@@ -397,7 +443,8 @@ def print_table(result: dict) -> None:
     calls = result["calls_timed"]
     print(f"pause set: {n['tuning']} tuning / {n['heldout']} held-out examples; detector call "
           f"{calls['median_ms']} ms median (p90 {calls['p90_ms']}), {calls['n']} calls; "
-          f"learned decisions add {result['infer_ms']:g} ms")
+          f"learned decisions add {result['infer_ms']:g} ms, no sooner than "
+          f"{result['min_silence_ms']:g} ms of silence")
     print(f"{'policy':<34} {'split':<8} {'cut-off':>7} {'med ms':>7} {'p90 ms':>7} "
           f"{'calls':>5} {'fallbk':>6} {'reopen':>6}  cut-off rate by kind")
     for name, per in result["policies"].items():

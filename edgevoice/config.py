@@ -70,7 +70,7 @@ class VadConfig:
     frame_ms: Literal[10, 20, 30] = opt(30, "VAD frame length: 10, 20 or 30", unit="ms")
     onset_ms: int = opt(90, "speech needed before an utterance starts", unit="ms", min=0, max=2000)
     hangover_ms: int = opt(600, "silence that ends an utterance", unit="ms", min=90, max=5000)
-    pause_ms: int = opt(210, "silence that marks a pause inside an utterance, before the "
+    pause_ms: int = opt(150, "silence that marks a pause inside an utterance, before the "
                         "hangover ends it: the transcript so far is taken there for "
                         "`agent.speculate`; 0 = off, >= hangover_ms = never", unit="ms",
                         min=0, max=5000)
@@ -111,6 +111,11 @@ class TurnConfig:
     fallback_ms: int = opt(
         1000, "silence that ends the turn anyway while the detector keeps saying incomplete",
         unit="ms", min=200, max=10000)
+    min_silence_ms: int = opt(
+        210, "a \"complete\" verdict ends the turn only once the silence has lasted this long "
+        "(speech before then cancels it: the gaps inside a phrase); the detector is asked at "
+        "`vad.pause_ms`, so with a shorter pause its ~100 ms of work overlap this wait",
+        unit="ms", min=0, max=5000)
     max_audio_s: float = opt(8.0, "the most audio (the end of the utterance) the detector hears",
                              unit="s", min=1.0, max=8.0)
     threads: int = opt(1, "onnxruntime threads per call (1 is fastest on 2 busy cores)",

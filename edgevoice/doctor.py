@@ -518,8 +518,10 @@ def check_turn_model(cfg: Config, paths: Paths) -> list[Check]:
                               f"!= {entry.sha256[:12]}…){fallback}",
                         f"download it again: `edgevoice models pull {entry.name} --force`")]
     return [ok(name, f"{path} ({size / 1e6:.1f} MB{', sha256 ok' if entry else ''}; onnxruntime "
-                     f"{_version('onnxruntime')}), threshold {cfg.turn.threshold:g}, fallback "
-                     f"{cfg.turn.fallback_ms} ms")]
+                     f"{_version('onnxruntime')}), threshold {cfg.turn.threshold:g}, asked "
+                     f"after {cfg.vad.pause_ms} ms of silence, ends a turn after "
+                     f"{max(cfg.vad.pause_ms, cfg.turn.min_silence_ms)} ms at the earliest, "
+                     f"fallback {cfg.turn.fallback_ms} ms")]
 
 
 def check_echo_cancel(cfg: Config) -> list[Check]:

@@ -260,6 +260,41 @@ def test_a_complete_turn_ends_at_the_pause_and_an_incomplete_one_waits():
     assert utt.reason == "silence"
 
 
+def _pause_then(after: list, speech_end: float = 390.0, pause_at: float = 510.0) -> list:
+    """Speech to ``speech_end``, a SpeechPause at ``pause_at`` (120 ms), then ``after``."""
+    return [SpeechStart(0.0), *(SpeechAudio(chunk(t)) for t in range(0, int(pause_at), 30)),
+            SpeechPause(speech_end, pause_at), *after]
+
+
+def test_a_complete_verdict_waits_for_the_silence_floor_and_speech_before_it_cancels_it():
+    silence = [SpeechAudio(chunk(t)) for t in range(510, 900, 30)]
+    tr = StreamingTranscriber(VadConfig(), ScriptedRecognizer(["hello"]),
+                              turn_detector=ScriptedDetector(0.95), turn_min_silence_ms=210)
+    ended_at = None
+    for event in _pause_then([*silence, SpeechEnd(390.0, "silence")]):
+        for e in tr.handle([event]):
+            if isinstance(e, Utterance):
+                assert ended_at is None and e.reason == "turn_complete" and e.end_ms == 390.0
+                ended_at = event.chunk.end_ms
+    # it ended on the first frame that reached 390 + 210 ms of silence, not at the 120 ms pause
+    assert ended_at == 600.0
+    # speech 150 ms into the silence: the verdict is dropped and the utterance goes on
+    tr = StreamingTranscriber(VadConfig(), ScriptedRecognizer(["hello", "there"]),
+                              turn_detector=ScriptedDetector(0.95, 0.1), turn_min_silence_ms=210)
+    resumed = [SpeechAudio(chunk(510)), SpeechResume(540.0),
+               *(SpeechAudio(chunk(t)) for t in range(540, 900, 30)), SpeechEnd(870.0, "silence")]
+    out = list(tr.handle(_pause_then(resumed)))
+    (utt,) = [e for e in out if isinstance(e, Utterance)]
+    assert utt.reason == "silence" and utt.end_ms == 870.0
+    assert [type(e).__name__ for e in out].count("Resume") == 1
+    # with no floor (the default) the same verdict ends the turn at the pause itself
+    tr = StreamingTranscriber(VadConfig(), ScriptedRecognizer(["hello"]),
+                              turn_detector=ScriptedDetector(0.95))
+    out = list(tr.handle(_pause_then(resumed)))
+    (utt,) = [e for e in out if isinstance(e, Utterance)]
+    assert utt.reason == "turn_complete" and not any(isinstance(e, Resume) for e in out)
+
+
 def test_real_speech_and_the_real_smart_turn_end_the_turn_at_the_pause(speech_folder):
     pytest.importorskip("onnxruntime")
     from edgevoice.asr.pocketsphinx_backend import PocketsphinxRecognizer

@@ -73,7 +73,8 @@ def make_transcriber(cfg: Config, recognizer: Recognizer,
     return ActivatedTranscriber(vad, recognizer, cfg.asr.partial_interval_ms, cfg.activation,
                                 make_spotter(cfg.activation, cfg.audio.sample_rate),
                                 turn_detector=turn_detector, turn_threshold=cfg.turn.threshold,
-                                turn_audio_s=cfg.turn.max_audio_s)
+                                turn_audio_s=cfg.turn.max_audio_s,
+                                turn_min_silence_ms=cfg.turn.min_silence_ms)
 
 
 class ActivatedTranscriber(StreamingTranscriber):

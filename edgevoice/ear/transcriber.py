@@ -14,8 +14,11 @@ where it has one) and the final joins the segments -- which loses words at the c
 segment starts without the old one's context), hence the checkpoint where there is one.
 
 The turn detector (``edgevoice.ear.turn_detector``, optional): at each pause it hears the last
-seconds of the utterance and, when it says the turn is complete, the utterance ends right there
-(reason ``turn_complete``), long before the silence fallback (the segmenter's hangover).
+seconds of the utterance and, when it says the turn is complete, the utterance ends (reason
+``turn_complete``) long before the silence fallback (the segmenter's hangover): right there, or,
+when the pause came sooner than ``turn_min_silence_ms`` of silence, on the frame that reaches
+it, unless speech comes back first (then the verdict is void and the utterance goes on). Asking
+at a short pause lets the detector's work overlap that wait.
 """
 
 from __future__ import annotations
@@ -126,12 +129,15 @@ class StreamingTranscriber:
     def __init__(self, vad: VadConfig, recognizer: Recognizer, partial_interval_ms: int = 250,
                  *, finals_at_pauses: bool = True,
                  turn_detector: Optional[TurnDetector] = None, turn_threshold: float = 0.5,
-                 turn_audio_s: float = 8.0):
+                 turn_audio_s: float = 8.0, turn_min_silence_ms: float = 0.0):
         self.recognizer = recognizer
         self.segmenter = UtteranceSegmenter(vad)
         self.turn_detector = turn_detector
         self.turn_threshold = turn_threshold
         self._turn_audio_ms = turn_audio_s * 1000
+        self.turn_min_silence_ms = turn_min_silence_ms
+        self._verdict: tuple[float, float] | None = None  # (silence floor, speech end) of a
+        # "complete" said before ``turn_min_silence_ms`` of silence: the turn ends at the floor
         self._heard: deque[AudioChunk] = deque()  # the utterance's end, for the detector
         self._closed = False  # ended early by the detector: drop its leftover events
         self.decisions: deque[tuple[float, float]] = deque(maxlen=32)  # (probability, ms)
@@ -169,6 +175,7 @@ class StreamingTranscriber:
                 continue  # the rest of a block the endpointer had already framed
             if isinstance(event, SpeechStart):
                 self._closed = False
+                self._verdict = None
                 self._heard.clear()
                 self._start_ms = event.start_ms
                 self._last_partial = ""
@@ -182,6 +189,9 @@ class StreamingTranscriber:
             elif isinstance(event, SpeechAudio):
                 if self.turn_detector is not None:
                     self._keep_heard(event.chunk)
+                    if self._verdict is not None and event.chunk.end_ms >= self._verdict[0]:
+                        yield from self._end_complete(self._verdict[1])
+                        continue
                 if self._finished:  # silence after a pause's final: kept for a resume
                     self._hold(event.chunk)
                     continue
@@ -199,12 +209,14 @@ class StreamingTranscriber:
             elif isinstance(event, SpeechPause):
                 yield from self._pause(event)
             elif isinstance(event, SpeechResume):
+                self._verdict = None  # "complete", but they went on within the floor
                 if self._checkpoint is not None:
                     self._checkpoint = None
                     yield Resume(self._start_ms or 0.0, event.at_ms)
                 elif self._finished:
                     yield from self._resume(event)
             elif isinstance(event, SpeechEnd):
+                self._verdict = None
                 start = self._start_ms if self._start_ms is not None else event.end_ms
                 transcript = self._final(start)
                 self._start_ms = None
@@ -236,9 +248,18 @@ class StreamingTranscriber:
         if text:
             yield Pause(text, start, event.at_ms, True, event.speech_end_ms)
             if self.turn_detector is not None and self._turn_complete(text):
-                list(self.segmenter.end_turn("turn_complete"))  # the endpointer starts afresh
-                yield from self.handle([SpeechEnd(event.speech_end_ms, "turn_complete")])
-                self._closed = True
+                floor = event.speech_end_ms + self.turn_min_silence_ms
+                if event.at_ms >= floor:
+                    yield from self._end_complete(event.speech_end_ms)
+                else:  # the silence must still reach the floor: end then, unless they go on
+                    self._verdict = (floor, event.speech_end_ms)
+
+    def _end_complete(self, speech_end_ms: float) -> Iterator[TranscriberEvent]:
+        """The detector's "complete" stands: end the utterance at its last speech."""
+        self._verdict = None
+        list(self.segmenter.end_turn("turn_complete"))  # the endpointer starts afresh
+        yield from self.handle([SpeechEnd(speech_end_ms, "turn_complete")])
+        self._closed = True
 
     def _turn_complete(self, text: str) -> bool:
         audio = np.concatenate([c.samples() for c in self._heard]) if self._heard else \
