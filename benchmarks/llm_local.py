@@ -69,7 +69,8 @@ def measure_cancel(target: LlamaCppTarget, system_prompt: str, after_s: float) -
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", type=Path)
-    parser.add_argument("--threads", type=int, default=0, help="0 = all cores but one")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="0 = the agent's default (all cores but one; both of two)")
     parser.add_argument("--n-ctx", type=int, default=4096)
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--turns", type=int, default=3, choices=range(1, len(QUESTIONS) + 1))

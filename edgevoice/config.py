@@ -156,8 +156,8 @@ class LlmConfig:
         "null = gemma-4-E2B-it-Q4_K_M.gguf (gemma-4-e2b-it) in the models dir if there, else "
         "none (built-in intents only)")
     n_ctx: int = opt(4096, "context window", unit="tokens", min=256, max=131072)
-    threads: int = opt(0, "decode threads; 0 = all cores but one (the audio path keeps one)", min=0,
-                       max=256)
+    threads: int = opt(0, "decode threads; 0 = all cores but one (the audio path keeps one), "
+                       "both on a 2-core machine", min=0, max=256)
     gpu_layers: Union[Literal["auto"], int] = opt(
         "auto",
         "layers offloaded to a GPU: auto = all when the llama.cpp build can offload, else 0")

@@ -28,6 +28,7 @@ from edgevoice.llm.llama_target import (
     check_model_file,
     default_threads,
     resolve_gpu_layers,
+    threads_for,
 )
 
 pytest.importorskip("llama_cpp")
@@ -126,6 +127,8 @@ def test_describe_reports_device_and_context(target: LlamaCppTarget) -> None:
 
 def test_thread_count_and_gpu_layer_resolution() -> None:
     assert default_threads() >= 1
+    # The audio path keeps a core, but not one of only two (the model then takes both).
+    assert [threads_for(n) for n in (1, 2, 3, 4, 8)] == [1, 2, 2, 3, 7]
     assert resolve_gpu_layers("auto", True) == -1
     assert resolve_gpu_layers("auto", False) == 0
     assert resolve_gpu_layers(12, True) == 12

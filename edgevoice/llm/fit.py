@@ -45,7 +45,8 @@ class Speed:
         return Speed(self.prefill_tps * factor, self.decode_tps * factor)
 
 
-# For one thread on a quiet 2-core x86 machine (the agent's default there: all cores but one).
+# For one thread on a quiet 2-core x86 machine (the agent's default there was one thread; it is
+# two now, see ``llama_target.threads_for``, and ``machine_factor`` scales by the threads).
 # Anchored on Gemma 2 2B's twin (FACTS.md: prefill 35-55, decode ~6 tok/s with 2 threads; one
 # thread gets about 60 %), Gemma 4 E2B from the E2B/Gemma-2 ratio of benchmarks/gemma_twins.py
 # (1 thread, one run on a shared machine: prefill 1.35-1.6x, decode 1.8x; 1.4x and 1.5x used),
@@ -117,7 +118,9 @@ def machine_factor(measured_name: Optional[str], measured: Optional[Speed], core
     that was calibrated; else the core count's, capped, since decode is memory-bound)."""
     if measured_name in REFERENCE and measured is not None:
         return measured.decode_tps / REFERENCE[measured_name].decode_tps
-    threads = min(max(cores - 1, 1), 4)  # the agent's default: all cores but one
+    from edgevoice.llm.llama_target import threads_for
+
+    threads = min(threads_for(cores), 4)  # the agent's default (``llm.threads: 0``)
     return (threads / max(REFERENCE_THREADS, 1)) ** 0.7  # decode scales less than linearly
 
 
