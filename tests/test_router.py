@@ -6,6 +6,7 @@ and test_failover.py)."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -228,3 +229,23 @@ def test_observations_move_the_estimates():
     assert est.decode_tps.value == pytest.approx(10.0)
     est.observe_failure()
     assert est.failures == 1 and est.error_rate.value > 0
+
+
+def test_a_quiet_warm_up_failure_with_nowhere_else_to_go_is_left_to_the_turns_error(caplog):
+    """`edgevoice ask --policy remote` with no local model: when the remote's warm-up fails
+    before the turn routes, the turn's error says it, once; no "continuing the turn on the
+    next target" where there is none (the failover test saw both lines, now and then)."""
+    targets = {"cs3": Target("cs3", "openai")}
+    router = Router(targets, "remote", 1200, breaker_threshold=2, breaker_cooldown_s=10,
+                    clock=Clock())
+
+    def warm_up():
+        raise TargetError("cs3 at http://x/v1: connection refused")
+
+    targets["cs3"].warm_up = warm_up
+    router.warm_up_remotes(warn=False)
+    assert router.wait_for_background(2)
+    with caplog.at_level(logging.WARNING, logger="edgevoice.llm.router"):
+        route = router.route(MESSAGES)
+    assert route.target is None
+    assert "continuing the turn" not in caplog.text, caplog.text

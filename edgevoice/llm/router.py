@@ -238,8 +238,8 @@ class Router:
             elif state == "half-open" and probe:
                 self.probe_in_background(target)
         down = [t.name for t in self.remotes if t not in remotes]
-        if probe and self.policy != "local":
-            self._tell_skipped(down, local)
+        if probe and self.policy != "local" and (local is not None or remotes):
+            self._tell_skipped(down, local)  # with nowhere to go, the turn's error says it
         down_note = f"; {', '.join(down)} unavailable" if down else ""
         if self.policy == "local" or not self.remotes:
             if local is None:
