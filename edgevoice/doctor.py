@@ -595,14 +595,12 @@ def _features_table() -> dict[str, str]:
 
 
 def check_cpu(cfg: Config) -> list[Check]:
+    from edgevoice.llm.fit import usable_cores
     from edgevoice.llm.llama_target import default_threads
 
     model, flags = _cpu_flags()
     machine = platform.machine()
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count() or 1
+    cores = usable_cores()
     threads = cfg.llm.threads or default_threads()
     plural = "" if threads == 1 else "s"
     table = _features_table()

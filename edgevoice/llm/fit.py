@@ -46,7 +46,7 @@ class Speed:
 
 
 # For one thread on a quiet 2-core x86 machine (the agent's default there was one thread; it is
-# two now, see ``llama_target.threads_for``, and ``machine_factor`` scales by the threads).
+# two now, see ``threads_for``, and ``machine_factor`` scales by the threads).
 # Anchored on Gemma 2 2B's twin (FACTS.md: prefill 35-55, decode ~6 tok/s with 2 threads; one
 # thread gets about 60 %), Gemma 4 E2B from the E2B/Gemma-2 ratio of benchmarks/gemma_twins.py
 # (1 thread, one run on a shared machine: prefill 1.35-1.6x, decode 1.8x; 1.4x and 1.5x used),
@@ -107,10 +107,20 @@ def meminfo(text: Optional[str] = None) -> tuple[int, int]:
 
 
 def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask; the CPU count off Linux)."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:
         return os.cpu_count() or 1
+
+
+def threads_for(cores: int) -> int:
+    """Decode threads on ``cores``: all but one, which the audio path keeps (PortAudio
+    callbacks, VAD, ASR, the turn detector), except on two cores, where the model takes both.
+    Measured on a 2-core machine, a Gemma-2-2B twin in an 8-turn conversation at the speaker
+    (`edgevoice bench latency --compare`): 2 threads answered in 1714 ms p50 against 2524 ms for
+    one, with the ear never behind real time and no false cut-off on either."""
+    return max(1, cores if cores <= 2 else cores - 1)
 
 
 def machine_factor(measured_name: Optional[str], measured: Optional[Speed], cores: int) -> float:
@@ -118,8 +128,6 @@ def machine_factor(measured_name: Optional[str], measured: Optional[Speed], core
     that was calibrated; else the core count's, capped, since decode is memory-bound)."""
     if measured_name in REFERENCE and measured is not None:
         return measured.decode_tps / REFERENCE[measured_name].decode_tps
-    from edgevoice.llm.llama_target import threads_for
-
     threads = min(threads_for(cores), 4)  # the agent's default (``llm.threads: 0``)
     return (threads / max(REFERENCE_THREADS, 1)) ** 0.7  # decode scales less than linearly
 

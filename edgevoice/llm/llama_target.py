@@ -40,6 +40,7 @@ import numpy as np
 from edgevoice.config import LlmConfig
 from edgevoice.errors import ModelError
 from edgevoice.llm.chat_template import ChatTemplate, ChatTemplateError
+from edgevoice.llm.fit import threads_for, usable_cores
 from edgevoice.llm.native_log import quiet_llama_prints, route_native_logs, take_recent_errors
 from edgevoice.llm.protocol import Message, PromptCost, StreamStats, TargetError, TargetInfo
 from edgevoice.llm.reply_tokens import ReplyTokens
@@ -57,22 +58,9 @@ PROMPT_MARGIN_TOKENS = 8
 """Kept free beyond prompt + reply, so a prompt priced by ``Conversation`` always fits."""
 
 
-def threads_for(cores: int) -> int:
-    """Decode threads on ``cores``: all but one, which the audio path keeps (PortAudio
-    callbacks, VAD, ASR, the turn detector), except on two cores, where the model takes both.
-    Measured on a 2-core machine, a Gemma-2-2B twin in an 8-turn conversation at the speaker
-    (`edgevoice bench latency --compare`): 2 threads answered in 1714 ms p50 against 2524 ms for
-    one, with the ear never behind real time and no false cut-off on either."""
-    return max(1, cores if cores <= 2 else cores - 1)
-
-
 def default_threads() -> int:
     """``threads_for`` the usable cores (``llm.threads: 0``)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    return threads_for(cores)
+    return threads_for(usable_cores())
 
 
 def resolve_gpu_layers(setting: str | int, supports_offload: bool) -> int:
